@@ -1,0 +1,1 @@
+"""HTTP-facing models, problem+json errors and the adapter between triggers and handlers."""
