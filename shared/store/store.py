@@ -1,0 +1,64 @@
+"""`Store`: every repository and queue over one pair of service clients."""
+
+from __future__ import annotations
+
+from shared.settings import Settings
+
+from .clients import RequestCounter, StorageClients
+from .cursors import CursorRepository
+from .due import DueIndexRepository
+from .intents import IntentRepository
+from .leases import LeaseRepository
+from .links import ItemLinkRepository
+from .mailboxes import MailboxRepository
+from .pending import PendingItemRepository
+from .queues import IntentQueue, SyncJobQueue
+from .tracked import TrackedMessageRepository
+
+
+class Store:
+    """The app's state. Build once per process (`Store.from_settings`), close at shutdown."""
+
+    def __init__(
+        self, clients: StorageClients, *, sync_queue_name: str, intent_queue_name: str
+    ) -> None:
+        self.clients = clients
+        self.mailboxes = MailboxRepository(clients)
+        self.due = DueIndexRepository(clients)
+        self.leases = LeaseRepository(clients)
+        self.cursors = CursorRepository(clients)
+        self.links = ItemLinkRepository(clients)
+        self.tracked = TrackedMessageRepository(clients)
+        self.pending = PendingItemRepository(clients)
+        self.intents = IntentRepository(clients)
+        self.sync_queue = SyncJobQueue(clients, sync_queue_name)
+        self.intent_queue = IntentQueue(clients, intent_queue_name)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, counter: RequestCounter | None = None) -> Store:
+        return cls(
+            StorageClients.from_settings(settings, counter=counter),
+            sync_queue_name=settings.sync_queue_name,
+            intent_queue_name=settings.intent_queue_name,
+        )
+
+    @property
+    def counter(self) -> RequestCounter:
+        return self.clients.counter
+
+    @property
+    def request_count(self) -> int:
+        """Storage HTTP requests sent so far (retries included)."""
+        return self.clients.counter.count
+
+    async def close(self) -> None:
+        await self.clients.close()
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+__all__ = ["Store"]
