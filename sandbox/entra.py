@@ -284,6 +284,10 @@ async def token(request: Request) -> Response:
         if form.get("requested_token_use") != "on_behalf_of":
             return _oauth_error(400, "invalid_request", 900144,
                                 "The request body must contain requested_token_use.")
+        if app.client_id != world.api_client_id:
+            # OBO must be made by the app the user's token was issued to (its audience).
+            return _oauth_error(400, "invalid_grant", 50013,
+                                "Assertion audience does not match the client app presenting it.")
         try:
             claims = issuer_obj.verify(str(form.get("assertion", "")),
                                        audience=world.api_audience, issuer=issuer_of(world))
