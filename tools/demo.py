@@ -12,10 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -28,31 +25,6 @@ ADMIN = "alex@contoso.com"
 
 def _line(text: str = "") -> None:
     print(text, flush=True)
-
-
-def start_azurite(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Azurite in memory on free ports; returns the process and its connection string."""
-    from tests.fixtures.azurite import ACCOUNT, ACCOUNT_KEY, AZURITE_BIN, HOST, _free_ports
-
-    if not AZURITE_BIN.exists():
-        raise SystemExit("Azurite is missing: run `npm ci` (make demo does it for you)")
-    blob, queue, table = _free_ports(3)
-    process = subprocess.Popen(
-        [str(AZURITE_BIN), "--inMemoryPersistence", "--skipApiVersionCheck", "--loose",
-         "--silent", "--blobHost", HOST, "--queueHost", HOST, "--tableHost", HOST,
-         "--blobPort", str(blob), "--queuePort", str(queue), "--tablePort", str(table)],
-        cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    from tests.fixtures.azurite import _wait_until_listening
-
-    _wait_until_listening(process, [blob, queue, table])
-    connection = (
-        f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
-        f"BlobEndpoint=http://{HOST}:{blob}/{ACCOUNT};"
-        f"QueueEndpoint=http://{HOST}:{queue}/{ACCOUNT};"
-        f"TableEndpoint=http://{HOST}:{table}/{ACCOUNT};"
-    )
-    return process, connection
 
 
 def status_table(mailboxes: list[dict[str, Any]]) -> list[str]:
@@ -81,11 +53,12 @@ def status_table(mailboxes: list[dict[str, Any]]) -> list[str]:
 
 
 async def run(once: bool, port: int) -> int:
+    from tests.fixtures.azurite import start_azurite
     from tests.fixtures.sandbox import start_sandbox
 
-    workdir = Path(tempfile.mkdtemp(prefix="sss-demo-"))
     _line("== starting Azurite (storage emulator)")
-    azurite, connection = start_azurite(workdir)
+    azurite = start_azurite()
+    connection = azurite.handle.connection_string
     _line("== starting the sandbox (Entra ID, Graph, Dataverse emulators over HTTPS)")
     state = ROOT / ".sandbox"
     state.mkdir(exist_ok=True)
@@ -122,10 +95,7 @@ async def run(once: bool, port: int) -> int:
         if host is not None:
             await host.stop()
         sandbox.close()
-        azurite.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            azurite.wait(timeout=10)
-        shutil.rmtree(workdir, ignore_errors=True)
+        azurite.stop()
     return 0
 
 

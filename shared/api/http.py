@@ -49,8 +49,9 @@ class ApiRequest:
             raise ApiError(400, "Invalid request", "body: a JSON body is required", field="body")
         try:
             return json.loads(self.body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ApiError(400, "Invalid request", f"body: not valid JSON ({error.msg if hasattr(error, 'msg') else 'encoding'})", field="body") from None
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise ApiError(400, "Invalid request", "body: not valid JSON",
+                           field="body") from None
 
     def model(self, model: type[M]) -> M:
         """Parse and validate the body; a 400 names the first field at fault."""
