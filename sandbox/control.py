@@ -52,8 +52,13 @@ async def get_faults(request: Request) -> Response:
 async def add_fault(request: Request) -> Response:
     body = await request.json()
     rules = body if isinstance(body, list) else [body]
+    world = _world(request)
+    for raw in rules:
+        # rules name a user by UPN or object id; the middleware keys on the object id
+        if isinstance(raw, dict) and raw.get("user") and world.user(str(raw["user"])):
+            raw["user"] = world.user(str(raw["user"])).object_id
     try:
-        added = [_world(request).faults.add(raw).public() for raw in rules]
+        added = [world.faults.add(raw).public() for raw in rules]
     except (ValueError, TypeError, KeyError) as error:
         return _problem(400, str(error))
     return JSONResponse({"rules": added}, status_code=201)

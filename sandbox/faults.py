@@ -212,6 +212,10 @@ class FaultMiddleware:
         if not is_batch:
             registry.count_op(service)
         user_key = user_key_of(service, scope)
+        if user_key is not None:
+            # a UPN and an object id name the same mailbox: one key for limits and faults
+            known = world.user(user_key)
+            user_key = known.object_id if known is not None else user_key
         decision = registry.decide(service, user_key)
         if decision and decision.latency_ms:
             await asyncio.sleep(decision.latency_ms / 1000)

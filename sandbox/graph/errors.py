@@ -50,5 +50,8 @@ def bad_request(message: str, code: str = "ErrorInvalidRequest") -> GraphError:
     return GraphError(400, code, message)
 
 
-def access_denied(message: str = "Access is denied. Check credentials and try again.") -> GraphError:
+DENIED = "Access is denied. Check credentials and try again."
+
+
+def access_denied(message: str = DENIED) -> GraphError:
     return GraphError(403, "ErrorAccessDenied", message)
