@@ -14,6 +14,10 @@ from shared.api import admin
 from shared.api.http import respond
 from shared.settings import SettingsError, get_settings
 
+# httpx and azure-core log full request URLs at INFO; URLs may carry addresses (UPNs).
+for _noisy in ("httpx", "azure.core.pipeline.policies.http_logging_policy", "msal"):
+    logging.getLogger(_noisy).setLevel(logging.WARNING)
+
 try:
     SETTINGS = get_settings()
 except SettingsError as error:
@@ -65,3 +69,101 @@ async def admin_test_enable_mailbox(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="admin/mailboxes/{mailbox_id}/disable", methods=["POST"])
 async def admin_disable_mailbox(req: func.HttpRequest) -> func.HttpResponse:
     return await respond(req, admin.disable_mailbox, max_bytes=MAX_BODY)
+
+
+# --- sync: scheduler and per-mailbox jobs ------------------------------------------------------
+
+@app.timer_trigger(schedule="%SCHEDULER_SCHEDULE%", arg_name="timer", run_on_startup=False,
+                   use_monitor=True)
+async def scheduler_tick(timer: func.TimerRequest) -> None:
+    from shared.sync import entry
+
+    await entry.tick(past_due=bool(timer.past_due))
+
+
+@app.queue_trigger(arg_name="msg", queue_name="%SYNC_QUEUE_NAME%",
+                   connection="AzureWebJobsStorage")
+async def sync_mailbox(msg: func.QueueMessage) -> None:
+    from shared.sync import entry
+
+    await entry.handle_job(msg.get_body())
+
+
+# --- add-in API ------------------------------------------------------------------------------
+
+@app.route(route="track", methods=["POST"])
+async def addin_track(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.api import addin
+
+    return await respond(req, addin.track, max_bytes=MAX_BODY)
+
+
+@app.route(route="regarding", methods=["POST"])
+async def addin_set_regarding(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.api import addin
+
+    return await respond(req, addin.set_regarding, max_bytes=MAX_BODY)
+
+
+@app.route(route="untrack", methods=["POST"])
+async def addin_untrack(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.api import addin
+
+    return await respond(req, addin.untrack, max_bytes=MAX_BODY)
+
+
+@app.route(route="status", methods=["GET"])
+async def addin_status(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.api import addin
+
+    return await respond(req, addin.tracking_status, max_bytes=MAX_BODY)
+
+
+@app.route(route="should-track", methods=["POST"])
+async def addin_should_track(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.api import addin
+
+    return await respond(req, addin.should_track, max_bytes=MAX_BODY)
+
+
+@app.route(route="lookup", methods=["POST"])
+async def addin_lookup(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.api import addin
+
+    return await respond(req, addin.lookup_records, max_bytes=MAX_BODY)
+
+
+@app.route(route="me/options", methods=["GET"])
+async def addin_get_options(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.api import addin
+
+    return await respond(req, addin.get_my_options, max_bytes=MAX_BODY)
+
+
+@app.route(route="me/options", methods=["PATCH"])
+async def addin_update_options(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.api import addin
+
+    return await respond(req, addin.update_my_options, max_bytes=MAX_BODY)
+
+
+@app.route(route="intents/{intent_id}", methods=["GET"])
+async def addin_get_intent(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.api import addin
+
+    return await respond(req, addin.get_intent, max_bytes=MAX_BODY)
+
+
+@app.route(route="openapi.json", methods=["GET"])
+async def openapi_document(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.api import openapi
+
+    return await respond(req, openapi.serve, max_bytes=MAX_BODY)
+
+
+@app.queue_trigger(arg_name="msg", queue_name="%INTENT_QUEUE_NAME%",
+                   connection="AzureWebJobsStorage")
+async def intent_retry(msg: func.QueueMessage) -> None:
+    from shared.sync import intents
+
+    await intents.handle_message(msg.get_body())

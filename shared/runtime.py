@@ -14,7 +14,13 @@ from dataclasses import dataclass, field
 from shared.dataverse import DataverseClient
 from shared.graph import GraphClient
 from shared.http.retry import RetryPolicy
-from shared.identity import AppTokenAuth, OboTokenAuth, TokenValidator, credential_from_settings
+from shared.identity import (
+    AppTokenAuth,
+    OboTokenAuth,
+    TokenValidator,
+    aclose_obo_providers,
+    credential_from_settings,
+)
 from shared.settings import Settings, get_settings
 from shared.store import Store
 
@@ -52,6 +58,7 @@ class Runtime:
         await self.dataverse.aclose()
         await self.validator.aclose()
         await self.store.close()
+        await aclose_obo_providers()
 
 
 def build_runtime(settings: Settings) -> Runtime:
