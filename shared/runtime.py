@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 from shared.dataverse import DataverseClient
 from shared.graph import GraphClient
@@ -35,7 +36,7 @@ class Runtime:
     dataverse: DataverseClient
     validator: TokenValidator
     retry: RetryPolicy
-    _closers: list[object] = field(default_factory=list)
+    credential: Any = None
 
     def dataverse_as(self, object_id: str) -> DataverseClient:
         """The CRM as the mailbox owner sees it: their record and field security apply."""
@@ -59,6 +60,8 @@ class Runtime:
         await self.validator.aclose()
         await self.store.close()
         await aclose_obo_providers()
+        if self.credential is not None:
+            await self.credential.close()
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -77,6 +80,7 @@ def build_runtime(settings: Settings) -> Runtime:
         dataverse=dataverse,
         validator=TokenValidator(settings),
         retry=retry,
+        credential=credential,
     )
 
 

@@ -294,6 +294,12 @@ class Settings(BaseSettings):
         description="Largest accepted HTTP request body, in bytes (larger gets 413).",
     )
 
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings,  # type: ignore[no-untyped-def, override]
+                                   dotenv_settings, file_secret_settings):
+        """Only what `load_settings` passes in: it reads the environment itself, once."""
+        return (init_settings,)
+
     @field_validator("organization_domains", "regarding_tables", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
