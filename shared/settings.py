@@ -295,8 +295,10 @@ class Settings(BaseSettings):
     )
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings,  # type: ignore[no-untyped-def, override]
-                                   dotenv_settings, file_secret_settings):
+    def settings_customise_sources(
+        cls, settings_cls: Any, init_settings: Any, env_settings: Any, dotenv_settings: Any,
+        file_secret_settings: Any,
+    ) -> tuple[Any, ...]:
         """Only what `load_settings` passes in: it reads the environment itself, once."""
         return (init_settings,)
 
@@ -376,7 +378,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     """Read and validate the settings; raise SettingsError with one line on any problem."""
     source = dict(os.environ if environ is None else environ)
     try:
-        return Settings(**{k: v for k, v in source.items() if k in _ALIASES})
+        return Settings.model_validate({k: v for k, v in source.items() if k in _ALIASES})
     except ValidationError as error:
         raise SettingsError(describe_error(error)) from None
 

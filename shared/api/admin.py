@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from typing import TypeVar
+
 from shared.api.admin_models import (
     DisableMailbox,
     ImportMailboxes,
@@ -16,6 +19,8 @@ from shared.domain.mailbox import Mailbox, MailboxRuleError
 from shared.identity import Caller, require_role
 from shared.runtime import Runtime, get_runtime
 from shared.sync.lifecycle import LifecycleError, MailboxService
+
+T = TypeVar("T")
 
 
 async def authorize_admin(request: ApiRequest, runtime: Runtime) -> Caller:
@@ -39,7 +44,7 @@ def _mailbox_id(request: ApiRequest) -> str:
     return value.lower()
 
 
-async def _guard(call):  # type: ignore[no-untyped-def]
+async def _guard(call: Awaitable[T]) -> T:
     """Turn lifecycle and domain refusals into problem+json."""
     try:
         return await call
@@ -59,7 +64,11 @@ def _one(mailbox: Mailbox, status: int = 200) -> ApiResponse:
 async def list_mailboxes(request: ApiRequest) -> ApiResponse:
     service = await _service(request)
     query = request.query_model(ListQuery)
-    items, token = await service.list(query.page_size, query.continuation)
+    try:
+        items, token = await service.list(query.page_size, query.continuation)
+    except ValueError:  # binascii.Error and JSON errors of a tampered continuation token
+        raise ApiError(400, "Invalid request", "query.continuation: not a continuation token",
+                       field="query.continuation") from None
     return ApiResponse(200, {"items": [mailbox_view(m) for m in items], "continuation": token})
 
 
@@ -118,7 +127,7 @@ async def test_enable_mailbox(request: ApiRequest) -> ApiResponse:
 async def disable_mailbox(request: ApiRequest) -> ApiResponse:
     service = await _service(request)
     mailbox_id = _mailbox_id(request)
-    body = request.model(DisableMailbox) if request.body else DisableMailbox()
+    body = request.model(DisableMailbox) if request.body else DisableMailbox.model_validate({})
     return _one(await _guard(service.disable(mailbox_id, body.reason)))
 
 
