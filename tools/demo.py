@@ -67,6 +67,12 @@ async def run(once: bool, port: int) -> int:
     try:
         os.environ.update({k: v for k, v in sandbox.env.items()})
         os.environ.update({"AzureWebJobsStorage": connection, "ADMIN_ROLE": "Sync.Admin"})
+        # binding placeholders (%SCHEDULER_SCHEDULE% ...) must be real app settings, as in Azure
+        from shared.settings import Settings
+
+        for name in ("scheduler_schedule", "sync_queue_name", "intent_queue_name"):
+            field = Settings.model_fields[name]
+            os.environ.setdefault(str(field.alias), str(field.default))
         import function_app
         from devhost.host import DevHost
 
@@ -86,6 +92,13 @@ async def run(once: bool, port: int) -> int:
             for mailbox_id in ids:
                 (await api.post(f"/admin/mailboxes/{mailbox_id}/approve")).raise_for_status()
                 (await api.post(f"/admin/mailboxes/{mailbox_id}/test-enable")).raise_for_status()
+            alex = next(b for b in (await api.get("/admin/mailboxes")).raise_for_status()
+                        .json()["items"] if b["email"] == ADMIN)
+            _line("== Alex tracks email from CRM contacts, accounts and leads; the others keep "
+                  "the default (responses to CRM email)")
+            (await api.patch(f"/admin/mailboxes/{alex['mailbox_id']}",
+                             json={"tracking_option": "from_leads_contacts_accounts"})
+             ).raise_for_status()
             boxes = (await api.get("/admin/mailboxes")).raise_for_status().json()["items"]
             _line("== approved, tested and enabled:")
             for row in status_table(boxes):
@@ -94,6 +107,9 @@ async def run(once: bool, port: int) -> int:
     finally:
         if host is not None:
             await host.stop()
+        from shared.runtime import reset_runtime
+
+        await reset_runtime()
         sandbox.close()
         azurite.stop()
     return 0
@@ -119,6 +135,12 @@ async def show_sync(host: Any, sandbox: Any, api: httpx.AsyncClient, once: bool)
     for row in rows:
         _line(f"   {row.get('subject', '')[:40]:<42} status={row.get('statuscode')} "
               f"regarding={row.get('_regardingobjectid_value') or '-'}")
+    for upn in ("alex@contoso.com", "megan@contoso.com"):
+        items = sandbox.control.get(f"/_sandbox/graph/mailboxes/{upn}/messages",
+                                    params={"folder": "inbox"}).json()
+        items = items.get("value", items) if isinstance(items, dict) else items
+        tagged = [m["subject"] for m in items if m.get("categories")]
+        _line(f"   {upn.split('@')[0]}'s Inbox shows as tracked: {tagged or 'nothing'}")
     boxes = (await api.get("/admin/mailboxes")).raise_for_status().json()["items"]
     for row in status_table(boxes):
         _line("   " + row)
