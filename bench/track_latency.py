@@ -1,0 +1,248 @@
+"""Track latency: the add-in's POST /api/track against the sandbox with 20 ms added per upstream
+call, through function_app.py exactly as the Functions host calls it.
+
+Reports p50/p99 of the call, and the sequential upstream round trips on its path: every
+Graph/Dataverse/Entra HTTP request is recorded (start, end) by wrapping the httpx and requests
+transports, and the critical path is the longest chain of requests each starting after the
+previous one ended. The goal is at most 3 sequential round trips and p99 under 25 ms above the
+sum of those round trips' latencies. Warm (OBO tokens cached) and cold (a new user token per
+call, so both OBO exchanges happen) are measured separately.
+
+    python -m bench.track_latency [--calls 200] [--cold-calls 30] [--latency-ms 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "track_latency.json"
+USER = "alex@contoso.com"
+
+
+@dataclass
+class Span:
+    service: str
+    start: float
+    end: float
+
+
+SPANS: list[Span] = []
+RECORDING = False
+
+
+def _service(url: str) -> str:
+    if "/v1.0/" in url:
+        return "graph"
+    if "/api/data/" in url:
+        return "dataverse"
+    if "/oauth2/" in url or "openid-configuration" in url or "/keys" in url:
+        return "entra"
+    return "other"
+
+
+def instrument() -> None:
+    """Record every upstream request's span (httpx for Graph/Dataverse, requests for msal)."""
+    import httpx
+    import requests
+
+    original_async = httpx.AsyncHTTPTransport.handle_async_request
+
+    async def timed_async(self: Any, request: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return await original_async(self, request)
+        finally:
+            if RECORDING:
+                SPANS.append(Span(_service(str(request.url)), start, time.perf_counter()))
+
+    httpx.AsyncHTTPTransport.handle_async_request = timed_async  # type: ignore[method-assign]
+    original_send = requests.Session.send
+
+    def timed_send(self: Any, request: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return original_send(self, request, **kwargs)
+        finally:
+            if RECORDING:
+                SPANS.append(Span(_service(str(request.url)), start, time.perf_counter()))
+
+    requests.Session.send = timed_send  # type: ignore[method-assign]
+    import aiohttp
+
+    original_request = aiohttp.ClientSession._request
+
+    async def timed_request(self: Any, method: str, url: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return await original_request(self, method, url, **kwargs)
+        finally:
+            if RECORDING:
+                SPANS.append(Span("storage", start, time.perf_counter()))
+
+    aiohttp.ClientSession._request = timed_request  # type: ignore[method-assign]
+
+
+def critical_path(spans: list[Span]) -> list[Span]:
+    """The longest chain of spans where each starts after the previous ended (greedy by end
+    time gives the maximum number of non-overlapping spans)."""
+    chain: list[Span] = []
+    for span in sorted(spans, key=lambda s: s.end):
+        if not chain or span.start >= chain[-1].end:
+            chain.append(span)
+    return chain
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def start_azurite() -> tuple[subprocess.Popen[bytes], Any, str]:
+    from tests.fixtures.azurite import (
+        AZURITE_BIN,
+        HOST,
+        AzuriteHandle,
+        _free_ports,
+        _wait_until_listening,
+    )
+
+    blob, queue, table = _free_ports(3)
+    workdir = tempfile.mkdtemp(prefix="azurite-bench-")
+    command = [str(AZURITE_BIN), "--inMemoryPersistence", "--skipApiVersionCheck", "--loose",
+               "--silent", "--blobHost", HOST, "--blobPort", str(blob), "--queueHost", HOST,
+               "--queuePort", str(queue), "--tableHost", HOST, "--tablePort", str(table)]
+    process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    _wait_until_listening(process, [blob, queue, table])
+    return process, AzuriteHandle(blob, queue, table), workdir
+
+
+async def measure(host: Any, calls: int, *, cold: bool) -> dict[str, Any]:
+    global RECORDING
+    token = host.sandbox.user_token(USER, scopes=["access_as_user"])
+    latencies: list[float] = []
+    trips: list[int] = []
+    sums: list[float] = []
+    excess: list[float] = []
+    services: dict[str, int] = {}
+    storage_trips: list[int] = []
+    storage_ms: list[float] = []
+    for _ in range(calls):
+        delivered = host.sandbox.control.post("/_sandbox/graph/deliver", json={
+            "to": [USER], "from": "ana@fabrikam.com", "subject": f"Bench {uuid.uuid4().hex}",
+            "body": "<p>bench</p>"}).json()["value"][0]
+        if cold:
+            token = host.sandbox.user_token(USER, scopes=["access_as_user"])
+        SPANS.clear()
+        RECORDING = True
+        started = time.perf_counter()
+        response = await host.http("addin_track", "POST", "track", token=token,
+                                   body={"item_id": delivered["immutableId"]})
+        elapsed = (time.perf_counter() - started) * 1000
+        RECORDING = False
+        if response.status != 200:
+            raise RuntimeError(f"track answered {response.status}: {response.body[:300]!r}")
+        upstream = [s for s in SPANS if s.service in ("graph", "dataverse", "entra")]
+        path = critical_path(upstream)
+        stored = [s for s in SPANS if s.service == "storage"]
+        storage_trips.append(len(critical_path(stored)))
+        storage_ms.append(sum((s.end - s.start) * 1000 for s in critical_path(stored)))
+        path_ms = sum((s.end - s.start) * 1000 for s in path)
+        latencies.append(elapsed)
+        trips.append(len(path))
+        sums.append(path_ms)
+        excess.append(elapsed - path_ms)
+        for span in path:
+            services[span.service] = services.get(span.service, 0) + 1
+    return {
+        "calls": calls,
+        "p50_ms": round(percentile(latencies, 0.50), 1),
+        "p99_ms": round(percentile(latencies, 0.99), 1),
+        "sequential_round_trips_median": statistics.median(trips),
+        "sequential_round_trips_max": max(trips),
+        "round_trip_sum_ms_median": round(statistics.median(sums), 1),
+        "p99_minus_round_trip_sum_ms": round(percentile(excess, 0.99), 1),
+        "storage_sequential_round_trips_median": statistics.median(storage_trips),
+        "storage_ms_median": round(statistics.median(storage_ms), 1),
+        "critical_path_services_per_call": {k: round(v / calls, 2)
+                                            for k, v in sorted(services.items())},
+    }
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    from tests.fixtures.app import FunctionHost, app_environment
+    from tests.fixtures.sandbox import start_sandbox
+
+    state = Path(tempfile.mkdtemp(prefix="sandbox-bench-")) / "state"
+    state.mkdir()
+    sandbox = start_sandbox(state)
+    azurite, handle, workdir = start_azurite()
+    try:
+        os.environ["SSL_CERT_FILE"] = sandbox.ca_path
+        os.environ["REQUESTS_CA_BUNDLE"] = sandbox.ca_path
+        os.environ.update(app_environment(sandbox, handle.connection_string, "bench"))
+        from shared.settings import get_settings
+
+        get_settings.cache_clear()
+        module = importlib.import_module("function_app")
+        host = FunctionHost(module, sandbox)
+        instrument()
+        await measure(host, 3, cold=False)  # connections and JWKS warm, tables created
+        rules = [{"service": s, "kind": "latency", "latency_ms": args.latency_ms,
+                  "count": None} for s in ("graph", "dataverse", "entra")]
+        sandbox.faults(*rules)
+        warm = await measure(host, args.calls, cold=False)
+        cold = await measure(host, args.cold_calls, cold=True)
+        sandbox.clear_faults()
+        from shared.runtime import reset_runtime
+
+        await reset_runtime()
+    finally:
+        sandbox.close()
+        azurite.terminate()
+        azurite.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {"added_latency_ms": args.latency_ms, "warm": warm, "cold": cold,
+            "goal": {"max_sequential_round_trips": 3,
+                     "max_p99_above_round_trip_sum_ms": 25}}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--cold-calls", type=int, default=30)
+    parser.add_argument("--latency-ms", type=int, default=20)
+    args = parser.parse_args(argv)
+    result = asyncio.run(run(args))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"track latency, {args.latency_ms} ms added per upstream call")
+    print(f"{'':6} {'calls':>5} {'p50 ms':>8} {'p99 ms':>8} {'trips':>6} {'trip sum ms':>12} "
+          f"{'p99-sum ms':>11}")
+    for name in ("warm", "cold"):
+        r = result[name]
+        print(f"{name:6} {r['calls']:>5} {r['p50_ms']:>8} {r['p99_ms']:>8} "
+              f"{r['sequential_round_trips_max']:>6} {r['round_trip_sum_ms_median']:>12} "
+              f"{r['p99_minus_round_trip_sum_ms']:>11}")
+    print(f"written to {RESULTS.relative_to(ROOT)}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,857 @@
+"""The intent executor: carries out an add-in's track / set-regarding / untrack.
+
+One executor serves three callers, so an action means the same thing whoever finishes it:
+the immediate attempt of the HTTP call (acting on behalf of the user through OBO), the retry
+queue and the scheduled cycle (both app-only, with the Dataverse application user impersonating
+the caller, so the caller's CRM security still decides). An intent is written before it is
+attempted and is only ever moved to "done" (with the answer the caller gets on a replay) or
+"failed" (a permanent refusal, with the problem the caller gets); transient failures leave it
+"pending" for the queue and, past the queue's attempts, for the mailbox's next scheduled cycle.
+
+Activities are created exactly like the incoming engine creates them (domain
+`build_incoming_email` with the same parties) and coordinated through the one TrackedMessage row
+per internetMessageId (meetings: "ical:<iCalUId>"), so both paths give identical CRM rows and
+one activity per message.
+
+Round trips of a track, each step a set of parallel requests:
+1. Graph GET of the item (with only the fields needed) and the regarding record read as the user;
+2. one Dataverse $batch as the user (WhoAmI + party lookups) alongside the duplicate check by
+   messageid (application user, ids only) and the TrackedMessage row read;
+3. the Dataverse create (parties and regarding deep-inserted) alongside the category PATCH.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+from shared.dataverse import DataverseClient, DataverseOperation
+from shared.domain.addresses import (
+    graph_recipients,
+    graph_sender,
+    normalize_address,
+    normalize_message_id,
+)
+from shared.domain.correlation import RegardingRef
+from shared.domain.email_activity import ENTITY_SETS, build_incoming_email, truncate
+from shared.domain.parties import (
+    CandidateRecord,
+    PartyResolution,
+    build_activity_parties,
+    party_row,
+    resolve,
+)
+from shared.domain.tracking import TrackingDecision, has_category
+from shared.errors import ErrorKind, UpstreamError
+from shared.graph import GraphClient
+from shared.settings import Settings
+from shared.store import Intent, Store
+from shared.store.errors import ConcurrencyError
+from shared.store.tracked import Regarding, TrackedMessage
+
+log = logging.getLogger("sss.intents")
+
+MESSAGE_SELECT = (
+    "id", "internetMessageId", "subject", "from", "sender", "toRecipients", "ccRecipients",
+    "receivedDateTime", "sentDateTime", "conversationId", "conversationIndex", "categories",
+    "internetMessageHeaders", "body",
+)
+EVENT_SELECT = (
+    "id", "iCalUId", "subject", "start", "end", "location", "organizer", "attendees", "body",
+    "categories", "isAllDay",
+)
+# Primary name column per table: what "display name" means for a record.
+PRIMARY_NAME: dict[str, str] = {
+    "contact": "fullname", "account": "name", "lead": "fullname", "opportunity": "name",
+    "incident": "title", "systemuser": "fullname", "queue": "name",
+}
+# Address columns searched to resolve parties (Dynamics' email-enabled tables we support).
+PARTY_TABLES: dict[str, tuple[str, ...]] = {
+    "systemuser": ("internalemailaddress",),
+    "contact": ("emailaddress1", "emailaddress2", "emailaddress3"),
+    "account": ("emailaddress1", "emailaddress2", "emailaddress3"),
+    "lead": ("emailaddress1", "emailaddress2", "emailaddress3"),
+}
+# Appointment party roles (activityparty.participationtypemask).
+ORGANIZER, REQUIRED, OPTIONAL = 7, 5, 6
+CLAIM_STALE_AFTER = timedelta(minutes=2)
+# Entra object id -> systemuserid; a user's systemuserid never changes.
+_SYSTEMUSERS: dict[str, str] = {}
+
+
+class ActionRefused(Exception):
+    """A permanent refusal (403/404/409/400): retrying will not change it."""
+
+    def __init__(self, status: int, detail: str, *, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.field = field
+
+    def problem(self) -> dict[str, Any]:
+        titles = {400: "Invalid request", 403: "Forbidden", 404: "Not found", 409: "Conflict"}
+        title = titles.get(self.status, "Refused")
+        body: dict[str, Any] = {
+            "type": f"https://sss.dev/problems/{title.lower().replace(' ', '-')}",
+            "title": title, "status": self.status, "detail": self.detail,
+        }
+        if self.field:
+            body["field"] = self.field
+        return body
+
+
+class InProgress(UpstreamError):
+    """Another mailbox is creating the activity right now: try again shortly."""
+
+    def __init__(self) -> None:
+        super().__init__("tracking in progress elsewhere", kind=ErrorKind.TRANSIENT,
+                         service="store")
+
+
+@dataclass
+class Actor:
+    """Who acts, and through which clients. `graph`/`dataverse` act as the caller (OBO, or
+    app-only on the caller's mailbox with CallerObjectId); `app_dataverse` is the application
+    user, used only for id lookups (duplicate checks) a user-scoped reader could miss, and
+    `app_graph` for removing the category from other participants' copies."""
+
+    object_id: str
+    graph: GraphClient
+    dataverse: DataverseClient
+    app_dataverse: DataverseClient
+    app_graph: GraphClient | None = None
+    warm: Any = None  # awaitable factory that pre-fetches OBO tokens in parallel
+
+    @property
+    def mailbox_id(self) -> str:
+        return self.object_id
+
+
+def app_actor(runtime: Any, object_id: str) -> Actor:
+    """The caller as the background sync sees them: no user token needed."""
+    return Actor(object_id=object_id, graph=runtime.graph,
+                 dataverse=runtime.dataverse.impersonate(object_id),
+                 app_dataverse=runtime.dataverse, app_graph=runtime.graph)
+
+
+@dataclass
+class Prefetched:
+    """What the validation step already read, so the attempt does not read it again."""
+
+    item: dict[str, Any]
+    regarding: Regarding | None = None
+
+
+@dataclass
+class Outcome:
+    """The answer of an action: HTTP status and body (stored on the intent for replays)."""
+
+    http_status: int
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+# --- small pure helpers -----------------------------------------------------------------------
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def entity_set_of(table: str) -> str:
+    return ENTITY_SETS.get(table.lower(), f"{table.lower()}s")
+
+
+def item_key(item_type: str, item: Mapping[str, Any]) -> str:
+    """The TrackedMessage key: the internetMessageId, or "ical:<iCalUId>" for meetings."""
+    if item_type == "event":
+        uid = str(item.get("iCalUId") or "")
+        if not uid:
+            raise ActionRefused(409, "the meeting has no iCalUId yet", field="item_id")
+        return f"ical:{uid}"
+    key = normalize_message_id(item.get("internetMessageId"))
+    if not key:
+        raise ActionRefused(409, "the message has no internetMessageId (a draft?)",
+                            field="item_id")
+    return key
+
+
+def _odata(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def query_path(entity_set: str, *, select: Sequence[str] | None = None,
+               filter: str | None = None, top: int | None = None) -> str:
+    """A relative GET path with its query encoded for a $batch request line."""
+    parts = []
+    if select:
+        parts.append("$select=" + ",".join(select))
+    if filter:
+        parts.append("$filter=" + quote(filter, safe="'(),[]"))
+    if top:
+        parts.append(f"$top={top}")
+    return entity_set + ("?" + "&".join(parts) if parts else "")
+
+
+def party_operations(addresses: Sequence[str]) -> list[tuple[str, DataverseOperation]]:
+    """One GET per email-enabled table for all addresses at once (In() over each column)."""
+    values = ",".join(_odata(a) for a in sorted(set(addresses)))
+    ops = []
+    for table, columns in PARTY_TABLES.items():
+        clauses = " or ".join(
+            f"Microsoft.Dynamics.CRM.In(PropertyName={_odata(c)},PropertyValues=[{values}])"
+            for c in columns)
+        select = [f"{table}id", PRIMARY_NAME[table], *columns,
+                  "isdisabled" if table == "systemuser" else "statecode"]
+        if table != "systemuser":
+            select.append("_ownerid_value")
+        ops.append((table, DataverseOperation.get(query_path(
+            entity_set_of(table), select=select, filter=clauses))))
+    return ops
+
+
+def candidates_by_address(rows_by_table: Mapping[str, Sequence[Mapping[str, Any]]],
+                          addresses: Sequence[str]) -> dict[str, list[CandidateRecord]]:
+    """Which records carry each address (tables in PARTY_TABLES order, rows as returned)."""
+    wanted = {a for a in (normalize_address(x) for x in addresses) if a}
+    out: dict[str, list[CandidateRecord]] = {a: [] for a in wanted}
+    for table, columns in PARTY_TABLES.items():
+        for row in rows_by_table.get(table, ()):
+            if table == "systemuser":
+                active = not bool(row.get("isdisabled"))
+            else:
+                active = row.get("statecode") in (None, 0)
+            record = CandidateRecord(
+                table=table, id=str(row.get(f"{table}id")), is_active=active,
+                owner_id=row.get("_ownerid_value"), name=row.get(PRIMARY_NAME[table]))
+            matched = {normalize_address(row.get(c)) for c in columns}
+            for address in matched & wanted:
+                out[address].append(record)
+    return out
+
+
+def resolve_all(candidates: Mapping[str, Sequence[CandidateRecord]],
+                systemuser_id: str | None) -> dict[str, PartyResolution]:
+    return {address: resolve(address, records, systemuser_id)
+            for address, records in candidates.items()}
+
+
+def email_addresses(message: Mapping[str, Any]) -> list[str]:
+    sender = graph_sender(message)
+    out = [sender[0]] if sender else []
+    out += [a for a, _ in graph_recipients(message.get("toRecipients"))]
+    out += [a for a, _ in graph_recipients(message.get("ccRecipients"))]
+    return out
+
+
+def _attendees(event: Mapping[str, Any], kind: str) -> list[str]:
+    return [a for a, _ in graph_recipients(
+        [x for x in event.get("attendees") or () if str(x.get("type", "")).lower() == kind])]
+
+
+def event_addresses(event: Mapping[str, Any]) -> list[str]:
+    organizer = graph_recipients([event["organizer"]] if event.get("organizer") else [])
+    return ([a for a, _ in organizer] + _attendees(event, "required")
+            + _attendees(event, "optional"))
+
+
+def build_email(message: Mapping[str, Any], regarding: Regarding | None,
+                resolutions: Mapping[str, PartyResolution]) -> dict[str, Any]:
+    """The email create body, exactly as the incoming engine builds it for a category-tracked
+    message (manual tracking), so both paths produce identical rows."""
+    sender = graph_sender(message)
+    parties = build_activity_parties(
+        sender[0] if sender else None,
+        [a for a, _ in graph_recipients(message.get("toRecipients"))],
+        [a for a, _ in graph_recipients(message.get("ccRecipients"))],
+        resolutions=resolutions)
+    ref = RegardingRef(regarding.table, regarding.id) if regarding else None
+    decision = TrackingDecision(track=True, reason="category", regarding=ref)
+    return build_incoming_email(message, decision, parties,
+                                regarding_entity_set=entity_set_of(regarding.table)
+                                if regarding else None)
+
+
+def _event_time(value: Any) -> str | None:
+    if not isinstance(value, Mapping) or not value.get("dateTime"):
+        return None
+    text = str(value["dateTime"])
+    zone = str(value.get("timeZone") or "UTC")
+    if zone.upper() == "UTC" and not text.endswith("Z") and "+" not in text[10:]:
+        text = text.split(".")[0] + "Z"
+    return text
+
+
+def build_appointment(event: Mapping[str, Any], regarding: Regarding | None,
+                      resolutions: Mapping[str, PartyResolution]) -> dict[str, Any]:
+    """The appointment create body: organizer (7), required (5) and optional (6) attendees."""
+    rows: list[dict[str, Any]] = []
+    organizer = graph_recipients([event["organizer"]] if event.get("organizer") else [])
+    groups = [(ORGANIZER, [a for a, _ in organizer]), (REQUIRED, _attendees(event, "required")),
+              (OPTIONAL, _attendees(event, "optional"))]
+    for mask, addresses in groups:
+        for address in dict.fromkeys(addresses):
+            rows.append(party_row(address, mask, resolutions.get(address)))  # type: ignore[arg-type]
+    body: dict[str, Any] = {
+        "subject": (str(event.get("subject") or ""))[:200],
+        "description": str((event.get("body") or {}).get("content") or ""),
+        "globalobjectid": str(event.get("iCalUId") or "")[:300],
+        "appointment_activity_parties": rows,
+    }
+    location = (event.get("location") or {}).get("displayName")
+    optional = {"scheduledstart": _event_time(event.get("start")),
+                "scheduledend": _event_time(event.get("end")),
+                "location": truncate("subject", location)[:200] if location else None,
+                "isalldayevent": bool(event.get("isAllDay")) if "isAllDay" in event else None}
+    body.update({k: v for k, v in optional.items() if v is not None})
+    if regarding is not None:
+        body[f"regardingobjectid_{regarding.table}_appointment@odata.bind"] = \
+            f"/{entity_set_of(regarding.table)}({regarding.id})"
+    return body
+
+
+def status_view(key: str, row: TrackedMessage | None) -> dict[str, Any]:
+    """The tracking status every participant sees (from the one row per message)."""
+    if row is None:
+        return {"key": key, "tracked": False, "state": "not_tracked"}
+    tracked = row.state == "tracked" and bool(row.activity_id)
+    view: dict[str, Any] = {"key": key, "tracked": tracked, "state": row.state}
+    if tracked:
+        view["activity_id"] = row.activity_id
+        view["activity_table"] = "appointment" if key.startswith("ical:") else "email"
+        view["tracked_by"] = row.tracked_by
+        view["tracked_at"] = row.tracked_at.isoformat() if row.tracked_at else None
+        if row.regarding is not None:
+            view["regarding"] = row.regarding.model_dump()
+    return view
+
+
+# --- the executor -----------------------------------------------------------------------------
+
+
+class Executor:
+    """Runs one action for one actor against the store and the services."""
+
+    def __init__(self, settings: Settings, store: Store, actor: Actor, *,
+                 clock: Any = utcnow) -> None:
+        self.settings = settings
+        self.store = store
+        self.actor = actor
+        self.clock = clock
+
+    # reads -------------------------------------------------------------------------------------
+
+    async def fetch_item(self, item_type: str, item_id: str) -> dict[str, Any]:
+        """The item from the caller's own mailbox; 404 when it is not there."""
+        try:
+            if item_type == "event":
+                return await self.actor.graph.get_event(self.actor.object_id, item_id,
+                                                        select=EVENT_SELECT)
+            return await self.actor.graph.get_message(self.actor.object_id, item_id,
+                                                      select=MESSAGE_SELECT)
+        except UpstreamError as error:
+            if error.kind is ErrorKind.NOT_FOUND or (error.kind is ErrorKind.INVALID):
+                raise ActionRefused(404, "the item is not in your mailbox",
+                                    field="item_id") from None
+            if error.kind is ErrorKind.FORBIDDEN:
+                raise ActionRefused(403, "you may not act on this item",
+                                    field="item_id") from None
+            raise
+
+    async def read_regarding(self, ref: Mapping[str, str]) -> Regarding:
+        """The regarding record as the caller sees it: 403/404 when they cannot read it."""
+        table, record_id = ref["table"], ref["id"]
+        if table not in self.settings.regarding_tables:
+            raise ActionRefused(400, f"regarding.table: {table} is not an allowed table",
+                                field="regarding.table")
+        name_column = PRIMARY_NAME.get(table)
+        try:
+            row = await self.actor.dataverse.get(
+                entity_set_of(table), record_id,
+                select=[name_column] if name_column else None)
+        except UpstreamError as error:
+            if error.kind is ErrorKind.FORBIDDEN:
+                raise ActionRefused(403, "you may not read the regarding record",
+                                    field="regarding.id") from None
+            if error.kind in (ErrorKind.INVALID, ErrorKind.NOT_FOUND):
+                raise ActionRefused(404, "the regarding record was not found",
+                                    field="regarding.id") from None
+            raise
+        if row is None:
+            raise ActionRefused(404, "the regarding record was not found", field="regarding.id")
+        name = row.get(name_column) if name_column else (
+            row.get("name") or row.get("fullname") or row.get("title"))
+        return Regarding(table=table, id=record_id, name=name)
+
+    async def prefetch(self, payload: Mapping[str, Any]) -> Prefetched:
+        """Round trip 1: the item and the regarding record, in parallel (token warm-up too)."""
+        jobs: list[Any] = [self.fetch_item(payload["item_type"], payload["item_id"])]
+        if payload.get("regarding"):
+            jobs.append(self.read_regarding(payload["regarding"]))
+        elif self.actor.warm is not None:
+            jobs.append(self.actor.warm())
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        for result in results:  # a refusal outranks a transient failure of the other half
+            if isinstance(result, ActionRefused):
+                raise result
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        regarding = results[1] if payload.get("regarding") else None
+        return Prefetched(item=results[0], regarding=regarding)
+
+    async def _lookup_existing(self, item_type: str, key: str) -> str | None:
+        """The activity already in the CRM for this message/meeting (ids only, app user)."""
+        if item_type == "event":
+            flt = f"globalobjectid eq {_odata(key.removeprefix('ical:'))}"
+            entity_set = "appointments"
+        else:
+            flt = f"messageid eq {_odata(key)}"
+            entity_set = "emails"
+        async for row in self.actor.app_dataverse.list(entity_set, select=["activityid"],
+                                                        filter=flt, top=1):
+            return str(row["activityid"])
+        return None
+
+    async def _user_batch(self, addresses: Sequence[str]
+                          ) -> tuple[str | None, dict[str, list[dict[str, Any]]]]:
+        """Round trip 2 as the user: who they are in the CRM (cached per process) and every
+        party lookup, all in parallel. Parallel GETs rather than one $batch: Dataverse runs a
+        batch's operations one after another, so the batch costs their sum, not their max."""
+        tables = list(PARTY_TABLES) if addresses else []
+        jobs: list[Any] = [self._systemuser_id()]
+        jobs += [self._rows(op) for _, op in party_operations(addresses)] if addresses else []
+        results = await asyncio.gather(*jobs)
+        return results[0], dict(zip(tables, results[1:], strict=True))
+
+    async def _systemuser_id(self) -> str | None:
+        cached = _SYSTEMUSERS.get(self.actor.object_id)
+        if cached is not None:
+            return cached
+        body = await self.actor.dataverse.whoami()
+        user_id = str(body.get("UserId") or "").lower() or None
+        if user_id:
+            if len(_SYSTEMUSERS) > 10_000:
+                _SYSTEMUSERS.clear()
+            _SYSTEMUSERS[self.actor.object_id] = user_id
+        return user_id
+
+    async def _rows(self, op: DataverseOperation) -> list[dict[str, Any]]:
+        entity_set, _, query = op.path.partition("?")
+        params = dict(part.split("=", 1) for part in query.split("&") if part)
+        from urllib.parse import unquote
+
+        try:
+            return [row async for row in self.actor.dataverse.list(
+                entity_set, select=params.get("$select", "").split(","),
+                filter=unquote(params.get("$filter", "")) or None)]
+        except UpstreamError as error:
+            if error.kind is ErrorKind.FORBIDDEN:
+                return []  # no read privilege on the table: addresses stay unresolved
+            raise
+
+    # row helpers -------------------------------------------------------------------------------
+
+    async def _save_row(self, key: str, change: Any) -> TrackedMessage:
+        """Read-modify-write the TrackedMessage row under its ETag (a lost race re-reads)."""
+        for _ in range(5):
+            found = await self.store.tracked.get(key)
+            if found is None:
+                claim = await self.store.tracked.claim(key, self.actor.mailbox_id, self.clock())
+                message, etag = claim.message, claim.etag
+            else:
+                message, etag = found
+            change(message)
+            try:
+                await self.store.tracked.update(message, etag)
+                return message
+            except ConcurrencyError:
+                continue
+        raise UpstreamError("tracked row kept changing", kind=ErrorKind.TRANSIENT,
+                            service="store")
+
+    async def _claim(self, key: str, item_id: str) -> None:
+        """Become the creator of the activity, unless someone else is creating it right now."""
+        now = self.clock()
+        claim = await self.store.tracked.claim(key, self.actor.mailbox_id, now, item_id)
+        if claim.won:
+            return
+        row = claim.message
+        if row.state == "pending" and row.claimed_by not in (None, self.actor.mailbox_id) \
+                and row.claimed_at and now - row.claimed_at < CLAIM_STALE_AFTER:
+            raise InProgress()
+        row.claimed_by, row.claimed_at = self.actor.mailbox_id, now
+        if row.state != "tracked":
+            row.state = "pending"
+        try:
+            await self.store.tracked.update(row, claim.etag)
+        except ConcurrencyError:
+            raise InProgress() from None
+
+    async def _set_category(self, item_type: str, item: Mapping[str, Any], on: bool,
+                            graph: GraphClient | None = None, user: str | None = None) -> None:
+        categories = [str(c) for c in item.get("categories") or ()]
+        wanted = self.settings.tracked_category
+        present = has_category(categories, wanted)
+        if on == present:
+            return
+        if on:
+            new = [*categories, wanted]
+        else:
+            low = wanted.strip().casefold()
+            new = [c for c in categories if c.strip().casefold() != low]
+        client = graph or self.actor.graph
+        who = user or self.actor.object_id
+        if item_type == "event":
+            await client.update_event(who, str(item["id"]), {"categories": new})
+        else:
+            await client.update_message(who, str(item["id"]), {"categories": new})
+
+    # actions -------------------------------------------------------------------------------------
+
+    async def track(self, payload: Mapping[str, Any], pre: Prefetched | None = None
+                    ) -> Outcome:
+        item_type = payload["item_type"]
+        if pre is None:
+            pre = await self.prefetch(payload)
+        item, regarding = pre.item, pre.regarding
+        key = item_key(item_type, item)
+        addresses = event_addresses(item) if item_type == "event" else email_addresses(item)
+
+        found, existing_id, (user_id, rows) = await asyncio.gather(
+            self.store.tracked.get(key), self._lookup_existing(item_type, key),
+            self._user_batch(addresses))
+        row = found[0] if found else None
+        if row is not None and row.state == "tracked" and row.activity_id:
+            activity_id, outcome = row.activity_id, "existing"
+            await self._set_category(item_type, item, True)
+        elif existing_id is not None:
+            activity_id, outcome = existing_id, "existing"
+            await self._set_category(item_type, item, True)
+        else:
+            await self._claim(key, str(item["id"]))
+            resolutions = resolve_all(candidates_by_address(rows, addresses), user_id)
+            if item_type == "event":
+                body = build_appointment(item, regarding, resolutions)
+                create = self.actor.dataverse.create("appointments", body)
+            else:
+                body = build_email(item, regarding, resolutions)
+                create = self.actor.dataverse.create("emails", body)
+            activity_id, _ = await asyncio.gather(
+                create, self._set_category(item_type, item, True))
+            outcome = "created"
+        now = self.clock()
+        mailbox_id, item_id = self.actor.mailbox_id, str(item["id"])
+
+        def record(message: TrackedMessage) -> None:
+            if message.state != "tracked" or message.activity_id != activity_id:
+                message.state, message.activity_id = "tracked", activity_id
+                message.tracked_by, message.tracked_at = self.actor.object_id, now
+                if outcome == "created" or message.regarding is None:
+                    message.regarding = regarding
+            message.copies[mailbox_id] = item_id
+
+        message = await self._save_row(key, record)
+        log.info("track done outcome=%s activity=%s mailbox=%s", outcome, activity_id,
+                 mailbox_id)
+        return Outcome(200, {"outcome": outcome, "status": status_view(key, message)})
+
+    async def set_regarding(self, payload: Mapping[str, Any], pre: Prefetched | None = None
+                            ) -> Outcome:
+        item_type = payload["item_type"]
+        if pre is None:
+            pre = await self.prefetch(payload)
+        key = item_key(item_type, pre.item)
+        found = await self.store.tracked.get(key)
+        row = found[0] if found else None
+        if row is None or row.state != "tracked" or not row.activity_id:
+            # Setting regarding on an untracked item tracks it, as the App for Outlook does.
+            return await self.track(payload, pre)
+        regarding = pre.regarding
+        assert regarding is not None
+        table = "appointment" if item_type == "event" else "email"
+        bind = {f"regardingobjectid_{regarding.table}_{table}@odata.bind":
+                f"/{entity_set_of(regarding.table)}({regarding.id})"}
+        try:
+            await self.actor.dataverse.update(entity_set_of(table), row.activity_id, bind)
+        except UpstreamError as error:
+            if error.kind is ErrorKind.FORBIDDEN:
+                raise ActionRefused(403, "you may not change this activity",
+                                    field="item_id") from None
+            if error.kind is ErrorKind.NOT_FOUND:
+                raise ActionRefused(409, "the activity was deleted; track the item again",
+                                    field="item_id") from None
+            raise
+        mailbox_id, item_id = self.actor.mailbox_id, str(pre.item["id"])
+
+        def record(message: TrackedMessage) -> None:
+            message.regarding = regarding
+            message.copies[mailbox_id] = item_id
+
+        message = await self._save_row(key, record)
+        await self._set_category(item_type, pre.item, True)
+        log.info("set regarding done activity=%s mailbox=%s", row.activity_id, mailbox_id)
+        return Outcome(200, {"outcome": "updated", "status": status_view(key, message)})
+
+    async def untrack(self, payload: Mapping[str, Any], pre: Prefetched | None = None
+                      ) -> Outcome:
+        item_type = payload["item_type"]
+        if pre is None:
+            pre = await self.prefetch(payload)
+        item = pre.item
+        key = item_key(item_type, item)
+        found = await self.store.tracked.get(key)
+        row = found[0] if found else None
+        mailbox_id = self.actor.mailbox_id
+        if row is None or row.state != "tracked" or not row.activity_id:
+            await self._set_category(item_type, item, False)
+            return Outcome(200, {"outcome": "not_tracked", "status": status_view(key, row)})
+        table = "appointment" if item_type == "event" else "email"
+        owner = await self._owns(entity_set_of(table), row.activity_id)
+        if owner:
+            others = {m: i for m, i in row.copies.items() if m != mailbox_id and i}
+            await asyncio.gather(
+                self.actor.dataverse.delete(entity_set_of(table), row.activity_id),
+                self._set_category(item_type, item, False))
+            await self._clear_other_copies(item_type, others)
+
+            def record(message: TrackedMessage) -> None:
+                message.state, message.activity_id, message.regarding = "untracked", None, None
+                message.tracked_by, message.tracked_at = None, None
+                message.copies = {}
+
+            outcome = "deleted"
+        else:
+            await self._set_category(item_type, item, False)
+
+            def record(message: TrackedMessage) -> None:
+                message.copies.pop(mailbox_id, None)
+
+            outcome = "unlinked"
+        message = await self._save_row(key, record)
+        log.info("untrack done outcome=%s mailbox=%s", outcome, mailbox_id)
+        return Outcome(200, {"outcome": outcome, "status": status_view(key, message)})
+
+    async def _owns(self, entity_set: str, activity_id: str) -> bool:
+        """Whether the caller owns the activity (one $batch: WhoAmI + the owner column)."""
+        results = await self.actor.dataverse.batch([
+            DataverseOperation.get("WhoAmI"),
+            DataverseOperation.get(f"{entity_set}({activity_id})?$select=_ownerid_value"),
+        ])
+        whoami, activity = results
+        if whoami.error is not None:
+            raise whoami.error
+        if activity.error is not None:
+            if activity.error.kind in (ErrorKind.FORBIDDEN, ErrorKind.NOT_FOUND):
+                return False
+            raise activity.error
+        me = str((whoami.body or {}).get("UserId") or "").lower()
+        return bool(me) and str((activity.body or {}).get("_ownerid_value") or "").lower() == me
+
+    async def _clear_other_copies(self, item_type: str, copies: Mapping[str, str]) -> None:
+        """Best effort: the category off other participants' copies, so the category rule
+        does not track again what the owner just deleted."""
+        if not copies or self.actor.app_graph is None:
+            return
+        graph = self.actor.app_graph
+
+        async def clear(user: str, item_id: str) -> None:
+            try:
+                if item_type == "event":
+                    item = await graph.get_event(user, item_id, select=["id", "categories"])
+                else:
+                    item = await graph.get_message(user, item_id, select=["id", "categories"])
+                await self._set_category(item_type, item, False, graph=graph, user=user)
+            except UpstreamError as error:
+                log.info("category not removed from a copy: %s", error.summary())
+
+        await asyncio.gather(*(clear(u, i) for u, i in copies.items()))
+
+    async def perform(self, action: str, payload: Mapping[str, Any],
+                      pre: Prefetched | None = None) -> Outcome:
+        if action == "track":
+            return await self.track(payload, pre)
+        if action == "set_regarding":
+            return await self.set_regarding(payload, pre)
+        if action == "untrack":
+            return await self.untrack(payload, pre)
+        raise ActionRefused(400, f"unknown action {action}")
+
+
+# --- intents ----------------------------------------------------------------------------------
+
+
+def outcome_of(intent: Intent) -> Outcome | None:
+    """The stored answer of a finished intent (what a replay returns)."""
+    if intent.state == "pending" or not intent.result:
+        return None
+    return Outcome(int(intent.result.get("http_status", 200)),
+                   dict(intent.result.get("body") or {}))
+
+
+def _finish(intent: Intent, outcome: Outcome, state: str, now: datetime) -> None:
+    body = dict(outcome.body)
+    if state == "done":
+        body = {"intent_id": intent.intent_id, "state": "done", **body}
+    intent.state = state  # type: ignore[assignment]
+    intent.result = {"http_status": outcome.http_status, "body": body}
+    intent.last_error = None if state == "done" else intent.last_error
+    intent.updated_at = now
+
+
+async def attempt(settings: Settings, store: Store, intent: Intent, etag: str, actor: Actor, *,
+                  pre: Prefetched | None = None, within: float | None = None,
+                  lease: bool = True) -> tuple[Intent, str]:
+    """One attempt of an intent. Returns it done or failed; on a transient failure or a missed
+    deadline records the attempt and re-raises (the intent stays pending).
+
+    With `lease` the attempt is first recorded under the intent's ETag, so of two deliveries
+    of the same queue message running at once only one acts (the other gets
+    ConcurrencyError). An intent this request has just created needs no lease."""
+    executor = Executor(settings, store, actor)
+    intent.attempts += 1
+    if lease:
+        intent.updated_at = utcnow()
+        etag = await store.intents.update(intent, etag)
+    try:
+        work = executor.perform(intent.action, intent.payload, pre)
+        outcome = await (asyncio.wait_for(work, within) if within is not None else work)
+    except ActionRefused as refusal:
+        intent.last_error = refusal.detail
+        _finish(intent, Outcome(refusal.status, refusal.problem()), "failed", utcnow())
+    except (UpstreamError, TimeoutError, ConcurrencyError) as error:
+        summary = error.summary() if isinstance(error, UpstreamError) else (
+            "deadline passed" if isinstance(error, TimeoutError) else "store race")
+        if isinstance(error, UpstreamError) and not error.transient:
+            problem = ActionRefused(502, summary)
+            intent.last_error = summary
+            _finish(intent, Outcome(502, problem.problem()), "failed", utcnow())
+        else:
+            intent.last_error = summary
+            intent.updated_at = utcnow()
+            await _save_attempt(store, intent, etag)
+            raise
+    else:
+        _finish(intent, outcome, "done", utcnow())
+    return intent, await _save_attempt(store, intent, etag)
+
+
+async def _save_attempt(store: Store, intent: Intent, etag: str) -> str:
+    """Save the intent; if someone else saved it first, keep a finished state over ours."""
+    try:
+        return await store.intents.update(intent, etag)
+    except ConcurrencyError:
+        found = await store.intents.get(intent.mailbox_id, intent.intent_id)
+        if found is None:
+            raise
+        current, current_etag = found
+        if current.state != "pending":
+            return current_etag
+        current.attempts = max(current.attempts, intent.attempts)
+        current.state, current.result = intent.state, intent.result
+        current.last_error, current.updated_at = intent.last_error, intent.updated_at
+        return await store.intents.update(current, current_etag)
+
+
+def retry_delay(settings: Settings, attempts: int) -> int:
+    """Exponential back-off of the retry queue: base * 2^(attempts-1), capped at 7 days."""
+    return int(min(settings.intent_retry_base_seconds * 2 ** max(0, attempts - 1), 7 * 86400))
+
+
+async def enqueue_retry(store: Store, settings: Settings, intent: Intent) -> None:
+    await store.intent_queue.send(
+        {"mailbox_id": intent.mailbox_id, "intent_id": intent.intent_id},
+        visibility_timeout=retry_delay(settings, intent.attempts))
+
+
+async def handle_retry(runtime: Any, message: Mapping[str, Any]) -> str:
+    """The queue trigger's work: attempt the intent app-only; on a transient failure queue it
+    again with a longer delay, until INTENT_MAX_ATTEMPTS; then the scheduled cycle owns it.
+    Returns what happened (for logs and tests)."""
+    mailbox_id = str(message.get("mailbox_id") or "")
+    intent_id = str(message.get("intent_id") or "")
+    if not mailbox_id or not intent_id:
+        log.warning("intent retry message without ids: dropped")
+        return "invalid"
+    store, settings = runtime.store, runtime.settings
+    found = await store.intents.get(mailbox_id, intent_id)
+    if found is None:
+        log.warning("intent retry for a missing intent %s", intent_id)
+        return "missing"
+    intent, etag = found
+    if intent.state != "pending":
+        return intent.state  # a duplicate delivery, or done meanwhile: nothing to do
+    try:
+        intent, _ = await attempt(settings, store, intent, etag,
+                                  app_actor(runtime, intent.user_object_id))
+    except (UpstreamError, TimeoutError, ConcurrencyError):
+        if intent.attempts < settings.intent_max_attempts:
+            await enqueue_retry(store, settings, intent)
+            log.info("intent %s retry queued attempts=%d", intent_id, intent.attempts)
+            return "requeued"
+        log.warning("intent %s left to the scheduled cycle after %d attempts", intent_id,
+                    intent.attempts)
+        return "pending"
+    log.info("intent %s %s by retry attempts=%d", intent_id, intent.state, intent.attempts)
+    return intent.state
+
+
+async def run_pending_intents(runtime: Any, mailbox_id: str) -> int:
+    """The scheduled cycle's share: carry out every pending intent of the mailbox, app-only.
+    Returns how many finished (done or failed); the rest stay pending for the next cycle."""
+    store, settings = runtime.store, runtime.settings
+    finished = 0
+    for intent, etag in await store.intents.list_pending(mailbox_id):
+        try:
+            intent, _ = await attempt(settings, store, intent, etag,
+                                      app_actor(runtime, intent.user_object_id))
+        except (UpstreamError, TimeoutError, ConcurrencyError) as error:
+            log.info("intent %s still pending: %s", intent.intent_id, type(error).__name__)
+            continue
+        finished += 1
+    return finished
+
+
+__all__ = [
+    "ActionRefused",
+    "Actor",
+    "Executor",
+    "Outcome",
+    "Prefetched",
+    "app_actor",
+    "attempt",
+    "build_appointment",
+    "build_email",
+    "enqueue_retry",
+    "handle_message",
+    "handle_retry",
+    "item_key",
+    "outcome_of",
+    "retry_delay",
+    "run_pending_intents",
+    "status_view",
+]
+
+
+async def handle_message(body: bytes | str) -> str:
+    """Entry point of the `intent_retry` queue trigger: parse, then `handle_retry`.
+
+    An unreadable message is logged and consumed (retrying cannot fix it, and the intent it
+    meant, if any, is still pending for the scheduled cycle)."""
+    import json
+
+    from shared.runtime import get_runtime
+
+    try:
+        message = json.loads(body)
+    except (ValueError, TypeError):
+        log.warning("intent retry message is not JSON: dropped")
+        return "invalid"
+    if not isinstance(message, dict):
+        log.warning("intent retry message is not an object: dropped")
+        return "invalid"
+    return await handle_retry(await get_runtime(), message)
