@@ -170,7 +170,7 @@ def build_send_mail(
         subject = append_token(subject, tracking_token)
     message: dict[str, Any] = {
         "subject": subject,
-        "body": {"contentType": "HTML", "content": str(email.get("description") or "")},
+        "body": {"contentType": "html", "content": str(email.get("description") or "")},
         **{k: v for k, v in recipients.items() if v},
         "internetMessageHeaders": [
             {"name": check_header_name(ACTIVITY_HEADER), "value": activity_id}

@@ -221,10 +221,6 @@ class GraphClient:
 
     # --- users and folders -------------------------------------------------------------------
 
-    async def get_user(self, user: str, *, select: Sequence[str] | None = None
-                       ) -> dict[str, Any]:
-        return self._json(await self._send("GET", _u(user), params=_select(select)))
-
     async def get_mailbox_settings(self, user: str) -> dict[str, Any]:
         return self._json(await self._send("GET", f"{_u(user)}/mailboxSettings"))
 

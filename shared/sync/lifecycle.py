@@ -268,7 +268,7 @@ class MailboxService:
     async def _check_outgoing(self, mailbox: Mailbox) -> None:
         await self.graph.send_mail(mailbox.mailbox_id, {
             "subject": "Server-side synchronization: outgoing email test",
-            "body": {"contentType": "Text",
+            "body": {"contentType": "text",
                      "content": "This message tests outgoing email for this mailbox."},
             "toRecipients": [{"emailAddress": {"address": mailbox.email}}],
             "internetMessageHeaders": [{"name": TEST_HEADER, "value": "1"}],

@@ -66,12 +66,6 @@ def deliver(sandbox: SandboxHandle, to: str, subject: str, **extra: object) -> d
     return response.json()["value"][0]
 
 
-async def test_get_user(graph: GraphClient) -> None:
-    user = await graph.get_user(ALEX, select=["id", "userPrincipalName", "mail"])
-    assert user["userPrincipalName"].lower() == ALEX
-    assert user["id"] == "a1a1a1a1-0000-4000-8000-000000000001"
-
-
 async def test_folders(graph: GraphClient) -> None:
     inbox = await graph.get_mail_folder(ALEX, "inbox")
     children = [f async for f in graph.list_child_folders(ALEX, inbox["id"])]

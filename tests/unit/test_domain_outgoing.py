@@ -77,7 +77,7 @@ def test_build_send_mail():
     msg = out.payload["message"]
     assert out.payload["saveToSentItems"] is True
     assert msg["subject"] == "Offer CRM:0001234"
-    assert msg["body"] == {"contentType": "HTML", "content": "<p>Hi</p>"}
+    assert msg["body"] == {"contentType": "html", "content": "<p>Hi</p>"}
     assert msg["toRecipients"] == [{"emailAddress": {"address": "ann@customer.com"}}]
     assert msg["ccRecipients"] == [{"emailAddress": {"address": "bob@customer.com"}}]
     assert "bccRecipients" not in msg
