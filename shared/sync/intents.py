@@ -15,16 +15,19 @@ one activity per message.
 
 Round trips of a track, each step a set of parallel requests:
 1. Graph GET of the item (with only the fields needed) and the regarding record read as the user;
-2. one Dataverse $batch as the user (WhoAmI + party lookups) alongside the duplicate check by
-   messageid (application user, ids only) and the TrackedMessage row read;
+2. the party lookups as the user (parallel GETs; WhoAmI once per process) alongside the duplicate
+   check by messageid (application user, ids only); meanwhile, in Table Storage, the intent is
+   written (the HTTP call's first attempt) and then the TrackedMessage row claimed;
 3. the Dataverse create (parties and regarding deep-inserted) alongside the category PATCH.
+Then one conditional write of the TrackedMessage row (under the ETag the claim returned) and
+the intent's outcome.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -52,7 +55,7 @@ from shared.graph import GraphClient
 from shared.settings import Settings
 from shared.store import Intent, Store
 from shared.store.errors import ConcurrencyError
-from shared.store.tracked import Regarding, TrackedMessage
+from shared.store.tracked import Claim, Regarding, TrackedMessage
 
 log = logging.getLogger("sss.intents")
 
@@ -103,6 +106,16 @@ class ActionRefused(Exception):
         if self.field:
             body["field"] = self.field
         return body
+
+
+class Superseded(Exception):
+    """The intent an attempt was started for already existed (the same request, concurrently):
+    nothing was written; the caller carries on with the stored intent."""
+
+    def __init__(self, intent: Intent, etag: str) -> None:
+        super().__init__("intent already existed")
+        self.intent = intent
+        self.etag = etag
 
 
 class InProgress(UpstreamError):
@@ -337,11 +350,24 @@ class Executor:
     """Runs one action for one actor against the store and the services."""
 
     def __init__(self, settings: Settings, store: Store, actor: Actor, *,
-                 clock: Any = utcnow) -> None:
+                 clock: Any = utcnow, ready: Callable[[], Awaitable[None]] | None = None
+                 ) -> None:
         self.settings = settings
         self.store = store
         self.actor = actor
         self.clock = clock
+        # Awaited before the first write of an action (the intent being written meanwhile must
+        # be durable first); may raise Superseded. None: the intent is already stored.
+        self.ready = ready
+        # Set by `attempt`: a track's last row write is left running (`row_write`) so that the
+        # intent's outcome is written at the same time; `conclude` awaits both.
+        self.defer_row = False
+        self.row_write: tuple[asyncio.Future[Any], Callable[[], Awaitable[Outcome]]] | None \
+            = None
+
+    async def _ready(self) -> None:
+        if self.ready is not None:
+            await self.ready()
 
     # reads -------------------------------------------------------------------------------------
 
@@ -456,8 +482,23 @@ class Executor:
 
     # row helpers -------------------------------------------------------------------------------
 
-    async def _save_row(self, key: str, change: Any) -> TrackedMessage:
-        """Read-modify-write the TrackedMessage row under its ETag (a lost race re-reads)."""
+    async def _save_row(self, key: str, change: Any,
+                        known: tuple[TrackedMessage, str] | None = None) -> TrackedMessage:
+        """Read-modify-write the TrackedMessage row under its ETag (a lost race re-reads).
+
+        `known`: the row and ETag this attempt already holds (from its claim): changed and
+        written without reading it again, and not written at all when the change is a no-op."""
+        if known is not None:
+            message, etag = known
+            before = message.model_dump()
+            change(message)
+            if message.model_dump() == before:
+                return message
+            try:
+                await self.store.tracked.update(message, etag)
+                return message
+            except ConcurrencyError:
+                pass  # changed meanwhile: read it again below
         for _ in range(5):
             found = await self.store.tracked.get(key)
             if found is None:
@@ -474,13 +515,36 @@ class Executor:
         raise UpstreamError("tracked row kept changing", kind=ErrorKind.TRANSIENT,
                             service="store")
 
-    async def _claim(self, key: str, item_id: str) -> None:
-        """Become the creator of the activity, unless someone else is creating it right now."""
+    def _save_row_with_outcome(self, key: str, change: Any, known: tuple[TrackedMessage, str],
+                               answer: Callable[[TrackedMessage], Outcome]) -> TrackedMessage:
+        """`_save_row` with a known row, started but not awaited (see `conclude`): the row as
+        it will be written. If it changed meanwhile, `redo` writes it the long way and answers
+        from what was written."""
+        message, etag = known
+        before = message.model_dump()
+        change(message)
+        if message.model_dump() == before:
+            return message
+        write = asyncio.ensure_future(self.store.tracked.update(message, etag))
+
+        async def redo() -> Outcome:
+            return answer(await self._save_row(key, change))
+
+        self.row_write = (write, redo)
+        return message
+
+    async def _claim(self, key: str, item_id: str) -> tuple[TrackedMessage, str]:
+        """Become the creator of the activity, unless someone else is creating it right now.
+        Returns the claimed row and its ETag."""
         now = self.clock()
         claim = await self.store.tracked.claim(key, self.actor.mailbox_id, now, item_id)
         if claim.won:
-            return
-        row = claim.message
+            return claim.message, claim.etag
+        return await self._take_over(claim.message, claim.etag, now)
+
+    async def _take_over(self, row: TrackedMessage, etag: str, now: datetime
+                         ) -> tuple[TrackedMessage, str]:
+        """Claim a row someone else created (untracked, or a stale claim) under its ETag."""
         if row.state == "pending" and row.claimed_by not in (None, self.actor.mailbox_id) \
                 and row.claimed_at and now - row.claimed_at < CLAIM_STALE_AFTER:
             raise InProgress()
@@ -488,9 +552,15 @@ class Executor:
         if row.state != "tracked":
             row.state = "pending"
         try:
-            await self.store.tracked.update(row, claim.etag)
+            return row, await self.store.tracked.update(row, etag)
         except ConcurrencyError:
             raise InProgress() from None
+
+    async def _claim_row(self, key: str, item_id: str, now: datetime) -> Claim:
+        """Round 2's storage side, while Dataverse is read: wait until the intent is durable,
+        then the conditional insert of the row (or the row as someone else left it)."""
+        await self._ready()
+        return await self.store.tracked.claim(key, self.actor.mailbox_id, now, item_id)
 
     async def _set_category(self, item_type: str, item: Mapping[str, Any], on: bool,
                             graph: GraphClient | None = None, user: str | None = None) -> None:
@@ -522,18 +592,20 @@ class Executor:
         key = item_key(item_type, item)
         addresses = event_addresses(item) if item_type == "event" else email_addresses(item)
 
-        found, existing_id, (user_id, rows) = await asyncio.gather(
-            self.store.tracked.get(key), self._lookup_existing(item_type, key),
+        now = self.clock()
+        claim, existing_id, (user_id, rows) = await asyncio.gather(
+            self._claim_row(key, str(item["id"]), now), self._lookup_existing(item_type, key),
             self._user_batch(addresses))
-        row = found[0] if found else None
-        if row is not None and row.state == "tracked" and row.activity_id:
+        row, etag = claim.message, claim.etag
+        if not claim.won and row.state == "tracked" and row.activity_id:
             activity_id, outcome = row.activity_id, "existing"
             await self._set_category(item_type, item, True)
         elif existing_id is not None:
             activity_id, outcome = existing_id, "existing"
             await self._set_category(item_type, item, True)
         else:
-            await self._claim(key, str(item["id"]))
+            if not claim.won:
+                row, etag = await self._take_over(row, etag, now)
             resolutions = resolve_all(candidates_by_address(rows, addresses), user_id)
             if item_type == "event":
                 body = build_appointment(item, regarding, resolutions)
@@ -555,10 +627,14 @@ class Executor:
                     message.regarding = regarding
             message.copies[mailbox_id] = item_id
 
-        message = await self._save_row(key, record)
+        def answer(message: TrackedMessage) -> Outcome:
+            return Outcome(200, {"outcome": outcome, "status": status_view(key, message)})
+
         log.info("track done outcome=%s activity=%s mailbox=%s", outcome, activity_id,
                  mailbox_id)
-        return Outcome(200, {"outcome": outcome, "status": status_view(key, message)})
+        if self.defer_row:
+            return answer(self._save_row_with_outcome(key, record, (row, etag), answer))
+        return answer(await self._save_row(key, record, known=(row, etag)))
 
     async def set_regarding(self, payload: Mapping[str, Any], pre: Prefetched | None = None
                             ) -> Outcome:
@@ -566,7 +642,7 @@ class Executor:
         if pre is None:
             pre = await self.prefetch(payload)
         key = item_key(item_type, pre.item)
-        found = await self.store.tracked.get(key)
+        found, _ = await asyncio.gather(self.store.tracked.get(key), self._ready())
         row = found[0] if found else None
         if row is None or row.state != "tracked" or not row.activity_id:
             # Setting regarding on an untracked item tracks it, as the App for Outlook does.
@@ -604,7 +680,7 @@ class Executor:
             pre = await self.prefetch(payload)
         item = pre.item
         key = item_key(item_type, item)
-        found = await self.store.tracked.get(key)
+        found, _ = await asyncio.gather(self.store.tracked.get(key), self._ready())
         row = found[0] if found else None
         mailbox_id = self.actor.mailbox_id
         if row is None or row.state != "tracked" or not row.activity_id:
@@ -713,6 +789,7 @@ async def attempt(settings: Settings, store: Store, intent: Intent, etag: str, a
     of the same queue message running at once only one acts (the other gets
     ConcurrencyError). An intent this request has just created needs no lease."""
     executor = Executor(settings, store, actor)
+    executor.defer_row = True
     intent.attempts += 1
     if lease:
         intent.updated_at = utcnow()
@@ -736,8 +813,98 @@ async def attempt(settings: Settings, store: Store, intent: Intent, etag: str, a
             await _save_attempt(store, intent, etag)
             raise
     else:
-        _finish(intent, outcome, "done", utcnow())
+        return intent, await _conclude(store, intent, etag, executor, outcome)
     return intent, await _save_attempt(store, intent, etag)
+
+
+async def attempt_created(settings: Settings, store: Store, actor: Actor,
+                          write: asyncio.Future[tuple[Intent, str, bool]], action: str,
+                          payload: Mapping[str, Any], *, pre: Prefetched,
+                          within: float | None = None) -> tuple[Intent, str]:
+    """The first attempt of an intent whose creation (`write`, a `create_or_get` running
+    meanwhile) this request has just started: the attempt's reads overlap the write, and its
+    first write of any kind waits until the intent is durable.
+
+    Raises Superseded (nothing written) when the intent already existed - the same request
+    running concurrently: the caller goes on as for a stored intent (which leases it first).
+    Errors of the intent write itself are raised as they are (nothing was attempted). Otherwise
+    as `attempt`: returns the intent done or failed, or records the attempt and re-raises."""
+
+    async def ready() -> None:
+        intent, etag, created = await asyncio.shield(write)
+        if not created:
+            raise Superseded(intent, etag)
+
+    executor = Executor(settings, store, actor, ready=ready)
+    executor.defer_row = True
+    work = executor.perform(action, payload, pre)
+    failure: BaseException | None = None
+    outcome: Outcome | None = None
+    try:
+        outcome = await (asyncio.wait_for(work, within) if within is not None else work)
+    except Superseded:
+        pass  # decided by the write's result below
+    except (ActionRefused, UpstreamError, TimeoutError, ConcurrencyError) as error:
+        failure = error
+    # The intent write decides what can be recorded: if it failed, nothing was attempted.
+    intent, etag, created = await write
+    if not created:
+        raise Superseded(intent, etag)
+    intent.attempts += 1
+    if isinstance(failure, ActionRefused):
+        intent.last_error = failure.detail
+        _finish(intent, Outcome(failure.status, failure.problem()), "failed", utcnow())
+    elif failure is not None:
+        summary = failure.summary() if isinstance(failure, UpstreamError) else (
+            "deadline passed" if isinstance(failure, TimeoutError) else "store race")
+        intent.last_error = summary
+        if isinstance(failure, UpstreamError) and not failure.transient:
+            _finish(intent, Outcome(502, ActionRefused(502, summary).problem()), "failed",
+                    utcnow())
+        else:
+            intent.updated_at = utcnow()
+            await _save_attempt(store, intent, etag)
+            raise failure
+    else:
+        assert outcome is not None
+        return intent, await _conclude(store, intent, etag, executor, outcome)
+    return intent, await _save_attempt(store, intent, etag)
+
+
+async def _conclude(store: Store, intent: Intent, etag: str, executor: Executor,
+                    outcome: Outcome) -> str:
+    """Write the outcome of a successful attempt; both it and the action's last row write
+    (when left running) are durable on return. The two go out together: if the row write
+    loses a race it is redone and the outcome rewritten from it; if it fails, the intent goes
+    back to pending (the retry finishes the work) and the failure is raised."""
+    _finish(intent, outcome, "done", utcnow())
+    pending, executor.row_write = executor.row_write, None
+    if pending is None:
+        return await _save_attempt(store, intent, etag)
+    row_write, redo = pending
+    intent_write: asyncio.Future[str] = asyncio.ensure_future(
+        _save_attempt(store, intent, etag))
+    await asyncio.wait([intent_write, row_write])
+    if intent_write.exception() is not None:
+        row_write.exception()  # retrieved: the intent's failure is the one raised
+    saved = intent_write.result()
+    failure = row_write.exception()
+    if failure is None:
+        return saved
+    if isinstance(failure, ConcurrencyError):
+        try:
+            outcome = await redo()
+        except (UpstreamError, ConcurrencyError) as error:
+            failure = error
+        else:
+            _finish(intent, outcome, "done", utcnow())
+            return await _save_attempt(store, intent, saved)
+    intent.state, intent.result = "pending", None
+    intent.last_error = failure.summary() if isinstance(failure, UpstreamError) else \
+        "tracked row not saved"
+    intent.updated_at = utcnow()
+    await _save_attempt(store, intent, saved)
+    raise failure
 
 
 async def _save_attempt(store: Store, intent: Intent, etag: str) -> str:
@@ -824,6 +991,7 @@ __all__ = [
     "Prefetched",
     "app_actor",
     "attempt",
+    "attempt_created",
     "build_appointment",
     "build_email",
     "enqueue_retry",
@@ -834,6 +1002,7 @@ __all__ = [
     "retry_delay",
     "run_pending_intents",
     "status_view",
+    "Superseded",
 ]
 
 

@@ -1,0 +1,63 @@
+"""Resending the operations of a Dataverse $batch that came back throttled.
+
+The client runs a batch with continue-on-error and hands back one result per operation; an
+inner 429/503 is not retried there. Failing the whole page for one throttled create would
+throw away the 99 that worked, so only the transient ones are resent, after the largest
+Retry-After, within the same bounded budget as a top-level call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from urllib.parse import quote, urlencode
+
+from shared.dataverse import DataverseClient, DataverseOperation, DataverseResult
+from shared.errors import ErrorKind
+
+
+async def batch_with_retry(
+    client: DataverseClient, operations: Sequence[DataverseOperation], *,
+    attempts: int = 4, max_wait: float = 60.0,
+) -> list[DataverseResult]:
+    if not operations:
+        return []
+    results = await client.batch(list(operations))
+    waited = 0.0
+    for _ in range(attempts - 1):
+        retry = [i for i, r in enumerate(results)
+                 if r.error is not None and r.error.kind is ErrorKind.TRANSIENT]
+        if not retry:
+            break
+        delay = max((results[i].error.retry_after or 0.0 for i in retry), default=0.0)
+        delay = max(0.0, min(delay, 30.0))
+        if waited + delay > max_wait:
+            break
+        if delay:
+            await asyncio.sleep(delay)
+        waited += delay
+        again = await client.batch([operations[i] for i in retry])
+        for i, result in zip(retry, again, strict=True):
+            results[i] = result
+    return results
+
+
+def query_path(entity_set: str, *, select: Sequence[str], filter: str,
+               top: int | None = None) -> str:
+    """A GET path for a batch operation, query encoded as Dataverse expects."""
+    params = {"$select": ",".join(select), "$filter": filter}
+    if top:
+        params["$top"] = str(top)
+    return f"{entity_set}?{urlencode(params, quote_via=quote)}"
+
+
+def literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def in_filter(column: str, values: Sequence[str]) -> str:
+    joined = ",".join(literal(v) for v in values)
+    return f"Microsoft.Dynamics.CRM.In(PropertyName={literal(column)},PropertyValues=[{joined}])"
+
+
+__all__ = ["batch_with_retry", "in_filter", "literal", "query_path"]

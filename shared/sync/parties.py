@@ -1,0 +1,128 @@
+"""Party resolution for a whole cycle: every new address looked up once, in batches.
+
+Looking up each address of each message would cost several Dataverse requests per message;
+instead the engine hands over all addresses of a page, unknown ones are matched in one $batch
+(one In() query per table per 100 addresses) and the answers, including "nobody", are cached
+for the rest of the cycle. The choice among matches is the pure rule in shared.domain.parties.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from shared.dataverse import DataverseClient, DataverseOperation
+from shared.domain.addresses import is_internal, normalize_address
+from shared.domain.parties import CandidateRecord, PartyResolution, resolve
+
+from .batching import batch_with_retry, in_filter, query_path
+
+CHUNK = 100
+
+
+@dataclass(frozen=True)
+class _Table:
+    table: str
+    entity_set: str
+    key: str
+    columns: tuple[str, ...]
+    extra: tuple[str, ...]
+
+
+TABLES = (
+    _Table("systemuser", "systemusers", "systemuserid", ("internalemailaddress",),
+           ("isdisabled", "fullname")),
+    _Table("contact", "contacts", "contactid",
+           ("emailaddress1", "emailaddress2", "emailaddress3"),
+           ("statecode", "_ownerid_value", "fullname")),
+    _Table("account", "accounts", "accountid",
+           ("emailaddress1", "emailaddress2", "emailaddress3"),
+           ("statecode", "_ownerid_value", "name")),
+    _Table("lead", "leads", "leadid", ("emailaddress1", "emailaddress2", "emailaddress3"),
+           ("statecode", "_ownerid_value", "fullname")),
+)
+
+
+class PartyResolver:
+    """Per-cycle cache of address -> matching CRM records, filled in batches."""
+
+    def __init__(self, dataverse: DataverseClient, *, owner_systemuser_id: str | None,
+                 org_domains: Iterable[str] = (), max_wait: float = 60.0) -> None:
+        self.dataverse = dataverse
+        self.owner_systemuser_id = owner_systemuser_id
+        self.org_domains = tuple(org_domains)
+        self.max_wait = max_wait
+        self.cache: dict[str, list[CandidateRecord]] = {}
+
+    async def prime(self, addresses: Iterable[str | None]) -> None:
+        """Look up every address not cached yet (one $batch for all of them)."""
+        unknown = sorted({a for a in (normalize_address(x) for x in addresses) if a}
+                         - self.cache.keys())
+        if not unknown:
+            return
+        ops: list[DataverseOperation] = []
+        tables: list[_Table] = []
+        for spec in TABLES:
+            wanted = unknown
+            if spec.table == "systemuser" and self.org_domains:
+                # users have the organisation's addresses; skip the query for the rest
+                wanted = [a for a in unknown if is_internal(a, self.org_domains)]
+            for start in range(0, len(wanted), CHUNK):
+                chunk = wanted[start:start + CHUNK]
+                flt = " or ".join(in_filter(c, chunk) for c in spec.columns)
+                ops.append(DataverseOperation.get(query_path(
+                    spec.entity_set, select=[spec.key, *spec.columns, *spec.extra],
+                    filter=flt)))
+                tables.append(spec)
+        results = await batch_with_retry(self.dataverse, ops, max_wait=self.max_wait)
+        found: dict[str, list[CandidateRecord]] = {a: [] for a in unknown}
+        for spec, result in zip(tables, results, strict=True):
+            result.raise_for_error()
+            for row in (result.body or {}).get("value", []):
+                record = _candidate(spec, row)
+                for column in spec.columns:
+                    addr = normalize_address(row.get(column))
+                    if addr in found and record not in found[addr]:
+                        found[addr].append(record)
+        self.cache.update(found)
+
+    def add(self, address: str, record: CandidateRecord) -> None:
+        """Remember a record created during the cycle (automatic record creation)."""
+        addr = normalize_address(address) or address
+        self.cache.setdefault(addr, []).append(record)
+
+    def known(self, address: str | None) -> bool:
+        addr = normalize_address(address)
+        return addr is not None and addr in self.cache
+
+    def resolution(self, address: str) -> PartyResolution:
+        addr = normalize_address(address) or address
+        return resolve(addr, self.cache.get(addr, ()), self.owner_systemuser_id)
+
+    def tables_of(self, address: str | None) -> set[str]:
+        """Tables of the active records matching the address (tracking options need it)."""
+        addr = normalize_address(address)
+        if addr is None:
+            return set()
+        return {c.table for c in self.cache.get(addr, ()) if c.is_active}
+
+    def resolutions(self, addresses: Iterable[str | None]) -> dict[str, PartyResolution]:
+        out: dict[str, PartyResolution] = {}
+        for raw in addresses:
+            addr = normalize_address(raw)
+            if addr and addr not in out:
+                out[addr] = self.resolution(addr)
+        return out
+
+
+def _candidate(spec: _Table, row: dict) -> CandidateRecord:  # type: ignore[type-arg]
+    if spec.table == "systemuser":
+        active = not row.get("isdisabled")
+    else:
+        active = row.get("statecode", 0) == 0
+    name = row.get("fullname") or row.get("name")
+    return CandidateRecord(spec.table, str(row[spec.key]), active,
+                           row.get("_ownerid_value"), name)
+
+
+__all__ = ["TABLES", "PartyResolver"]
