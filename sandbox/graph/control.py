@@ -56,12 +56,16 @@ async def deliver(request: Request) -> Response:
     if not targets:
         raise bad_request("'to' is required")
     out = []
+    # one message, many copies: every copy carries the same internetMessageId and thread
+    shared: dict[str, Any] = {"receivedDateTime": body.get("receivedDateTime") or ops.now_iso()}
     for upn in targets:
         mbx = store.mailbox_for(upn)
         if mbx is None:
             continue  # external recipient: nothing lands anywhere
-        item = ops.deliver(mbx, {**body, "to": body.get("to_header") or targets},
+        item = ops.deliver(mbx, {**body, **shared, "to": body.get("to_header") or targets},
                            body.get("folder") or "inbox")
+        shared["internetMessageId"] = item.data["internetMessageId"]
+        shared["_conversation"] = (item.data["conversationIndex"], item.data["conversationId"])
         out.append({"upn": mbx.user.upn, "id": item.reg_id, "immutableId": item.imm_id,
                     "internetMessageId": item.data["internetMessageId"],
                     "conversationId": item.data["conversationId"]})

@@ -281,7 +281,9 @@ def deliver(mbx: Mailbox, raw: dict[str, Any], folder: str = "inbox") -> Item:
     imid = raw.get("internetMessageId") or new_internet_message_id(
         sender_r["emailAddress"]["address"])
     in_reply_to = raw.get("inReplyTo")
-    conv_index, conv_id = _thread(mbx.store, in_reply_to)
+    # every recipient's copy of one message shares its thread (Exchange derives the
+    # conversation from the Thread-Index header the copies share)
+    conv_index, conv_id = raw.get("_conversation") or _thread(mbx.store, in_reply_to)
     body = {
         "subject": raw.get("subject", ""), "body": _body(raw.get("body", "")),
         "from": sender_r, "sender": sender_r,

@@ -59,6 +59,7 @@ REASONS: dict[str, str] = {
     "before_process_from": "Not tracked: received before the mailbox's 'process email from' "
     "date.",
     "option_none": "Not tracked: the owner's option is 'No email messages'.",
+    "test_message": "Not tracked: the message Test & Enable sent the mailbox to itself.",
     "not_a_response": "Not tracked: the owner tracks only responses to CRM email and this is "
     "not one.",
     "sender_not_crm_record": "Not tracked: the sender is not a matching CRM record.",
@@ -102,6 +103,18 @@ class MessageFacts:
         )
 
 
+# Subject of the message Test & Enable sends a mailbox to itself (shared/sync/lifecycle.py).
+TEST_MESSAGE_SUBJECT = "Server-side synchronization: outgoing email test"
+
+
+def is_test_message(facts: MessageFacts, owner_address: str | None) -> bool:
+    """The Test & Enable probe: from the owner, to the owner alone, with the probe's subject."""
+    owner = normalize_address(owner_address) if owner_address else None
+    return (owner is not None and facts.subject == TEST_MESSAGE_SUBJECT
+            and normalize_address(facts.sender) == owner
+            and {normalize_address(a) for a in facts.to} == {owner} and not facts.cc)
+
+
 @dataclass(frozen=True)
 class TrackingPolicy:
     """The mailbox owner's tracking configuration plus the app-wide correlation settings."""
@@ -111,6 +124,7 @@ class TrackingPolicy:
     process_email_from: datetime | None = None
     folder_rules: Mapping[str, RegardingRef] = field(default_factory=dict)
     correlation: CorrelationPolicy = field(default_factory=CorrelationPolicy)
+    owner_address: str | None = None
 
     @classmethod
     def from_settings(
@@ -120,6 +134,7 @@ class TrackingPolicy:
         option: TrackingOption | str | None = None,
         process_email_from: datetime | None = None,
         folder_rules: Mapping[str, RegardingRef] | None = None,
+        owner_address: str | None = None,
     ) -> TrackingPolicy:
         """App settings plus the mailbox's own option, date and folder rules."""
         return cls(
@@ -128,6 +143,7 @@ class TrackingPolicy:
             process_email_from=process_email_from,
             folder_rules=dict(folder_rules or {}),
             correlation=CorrelationPolicy.from_settings(s),
+            owner_address=owner_address,
         )
 
 
@@ -220,6 +236,8 @@ def decide(
         else:
             correlation = NO_CORRELATION
 
+    if is_test_message(facts, policy.owner_address):
+        return _decision(False, "test_message", correlation)
     if has_category(facts.categories, policy.tracked_category):
         return _decision(True, "category", correlation)
     if facts.folder_id and facts.folder_id in policy.folder_rules:

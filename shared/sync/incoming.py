@@ -146,7 +146,7 @@ class IncomingEngine:
         }
         self.policy = TrackingPolicy.from_settings(
             s, option=mailbox.tracking_option, process_email_from=mailbox.process_email_from,
-            folder_rules=rules)  # type: ignore[arg-type]
+            folder_rules=rules, owner_address=mailbox.email)  # type: ignore[arg-type]
         table = mailbox.auto_create_records if mailbox.auto_create_records != "off" \
             else "contact"
         self.auto = AutoCreatePolicy.from_settings(

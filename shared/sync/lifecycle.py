@@ -24,6 +24,7 @@ from shared.domain.mailbox import (
     TestResult,
     safe_message,
 )
+from shared.domain.tracking import TEST_MESSAGE_SUBJECT
 from shared.errors import ErrorKind, UpstreamError
 from shared.graph import GraphClient
 from shared.settings import Settings, TrackingOption
@@ -220,6 +221,11 @@ class MailboxService:
 
         def apply(current: Mailbox) -> None:
             enabled = current.apply_test_results(results, now)
+            if enabled and current.process_email_from is None:
+                # Like Dynamics' "process email from": enabling sync does not import the
+                # mailbox's history (nor the test message just sent); an admin may set it
+                # earlier through PATCH.
+                current.process_email_from = now.replace(microsecond=0)  # Graph: whole seconds
             if enabled:
                 for channel in current.configured_channels:
                     status = current.channels[channel]
@@ -267,7 +273,7 @@ class MailboxService:
 
     async def _check_outgoing(self, mailbox: Mailbox) -> None:
         await self.graph.send_mail(mailbox.mailbox_id, {
-            "subject": "Server-side synchronization: outgoing email test",
+            "subject": TEST_MESSAGE_SUBJECT,
             "body": {"contentType": "text",
                      "content": "This message tests outgoing email for this mailbox."},
             "toRecipients": [{"emailAddress": {"address": mailbox.email}}],

@@ -27,7 +27,13 @@ CATEGORY = "Tracked to Dynamics 365"
 
 
 async def enable(host: FunctionHost, oid: str, **changes: Any) -> dict[str, Any]:
-    """Register, approve, configure (PATCH body) and test-and-enable a mailbox."""
+    """Register, approve, configure (PATCH body) and test-and-enable a mailbox.
+
+    Unless told otherwise, mail from 2026 on is processed, so the seeded Inbox history is
+    part of the first cycle (by default enabling only processes mail received afterwards).
+    """
+    changes.setdefault("process_email_from", "2026-01-01T00:00:00+00:00")
+    changes = {k: v for k, v in changes.items() if v is not None}
     token = host.admin_token()
     response = await host.http("admin_register_mailbox", "POST", "admin/mailboxes",
                                body={"owner_object_id": oid}, token=token)

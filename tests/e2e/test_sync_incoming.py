@@ -87,3 +87,18 @@ async def test_tracking_options(app_host: FunctionHost, option: str, tracked: se
             continue  # test-and-enable's own probe message
         has = CATEGORY in (message.get("categories") or [])
         assert has == (message["subject"] in tracked), message["subject"]
+
+
+async def test_enabling_does_not_import_history_or_the_test_message(
+    app_host: FunctionHost
+) -> None:
+    status = await enable(app_host, ALEX, tracking_option="all", process_email_from=None)
+    assert status["process_email_from"] is not None  # set when the mailbox was enabled
+    fresh = deliver(app_host, to=[ALEX_UPN], **{"from": "ana@fabrikam.com"},
+                    subject="After enabling")
+    await tick_and_drain(app_host)
+    subjects = {e["subject"] for e in crm(app_host, "emails")}
+    assert "After enabling" in subjects
+    assert "Renewal quote" not in subjects  # seeded history, received before enabling
+    assert not any("outgoing email test" in s for s in subjects)  # the Test & Enable probe
+    assert len(emails_by_messageid(app_host, fresh[0]["internetMessageId"])) == 1

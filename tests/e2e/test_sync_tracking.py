@@ -183,3 +183,19 @@ async def test_auto_create_contact_for_unknown_sender_not_own_domain(
         contacts["jo.newman@partner.example"]["contactid"]
     [internal] = emails_by_messageid(app_host, colleague["internetMessageId"])
     assert parties(internal, 1)[0].get("_partyid_value") is None
+
+
+async def test_both_enabled_participants_show_the_tracked_category(app_host: FunctionHost) -> None:
+    """The demo's scenario: Alex tracks mail from CRM contacts, Megan keeps the default;
+    both are synced in the same round; Megan's copy must show as tracked too."""
+    from tests.e2e.sync_support import ALEX, MEGAN, enable
+
+    await enable(app_host, ALEX, tracking_option="from_leads_contacts_accounts")
+    await enable(app_host, MEGAN)
+    sent = deliver(app_host, to=[ALEX_UPN, MEGAN_UPN], **{"from": "ana@fabrikam.com"},
+                   subject="Both of us")
+    await tick_and_drain(app_host)
+    imid = sent[0]["internetMessageId"]
+    assert len(emails_by_messageid(app_host, imid)) == 1
+    assert CATEGORY in copy_of(app_host, ALEX_UPN, imid)["categories"]
+    assert CATEGORY in copy_of(app_host, MEGAN_UPN, imid)["categories"]

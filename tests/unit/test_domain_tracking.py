@@ -241,3 +241,20 @@ def test_decision_invariants(option, categorized, in_folder, correlated, old, ta
         assert d.parent_activity_id == "act-1"
     if not d.track:
         assert d.regarding is None and d.parent_activity_id is None
+
+
+def test_test_and_enable_probe_is_never_tracked() -> None:
+    from shared.domain.tracking import TEST_MESSAGE_SUBJECT
+
+    policy = TrackingPolicy(option=TrackingOption.ALL, owner_address="Alex@Contoso.com")
+    probe = MessageFacts(sender="alex@contoso.com", to=("alex@contoso.com",),
+                         subject=TEST_MESSAGE_SUBJECT)
+    decision = decide(probe, policy)
+    assert not decision.track and decision.reason == "test_message"
+    # the same subject from someone else, or to someone else, is ordinary mail
+    other = MessageFacts(sender="ana@fabrikam.com", to=("alex@contoso.com",),
+                         subject=TEST_MESSAGE_SUBJECT)
+    assert decide(other, policy).track
+    forwarded = MessageFacts(sender="alex@contoso.com", to=("megan@contoso.com",),
+                             subject=TEST_MESSAGE_SUBJECT)
+    assert decide(forwarded, policy).track
