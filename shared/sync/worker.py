@@ -23,6 +23,7 @@ from shared.store.errors import ConcurrencyError, StoreError
 
 from .context import SyncContext
 from .incoming import IncomingEngine
+from .intents import run_pending_intents
 from .leasing import take_over_job_lease
 from .lifecycle import MailboxService
 from .outgoing import OutgoingEngine
@@ -100,6 +101,8 @@ async def run_channels(ctx: SyncContext, mailbox: Mailbox, *, now: datetime,
         try:
             if channel is Channel.INCOMING:
                 outcome.moved = (await IncomingEngine(ctx, mailbox, renew=renew).run()).moved
+                # add-in actions the retry queue gave up on: the cycle carries them out
+                outcome.moved += await run_pending_intents(ctx, mailbox.mailbox_id)
             elif channel is Channel.OUTGOING:
                 if outgoing is not False:  # the tick's scan saw nothing pending: no query
                     result = await OutgoingEngine(ctx, mailbox).run()
