@@ -62,7 +62,9 @@ from shared.sync.intents import (
     Actor,
     Executor,
     Prefetched,
+    Superseded,
     attempt,
+    attempt_created,
     candidates_by_address,
     enqueue_retry,
     outcome_of,
@@ -218,26 +220,53 @@ async def _action(request: ApiRequest, action: str, model: type[BaseModel]) -> A
 
     actor = await user_actor(runtime, caller)
     intent_id = intent_id_for(caller.object_id, key)
-    found = await store.intents.get(mailbox_id, intent_id)
+    # The stored intent (a replay?) and the validation reads go out together: both are reads,
+    # so a refused or replayed request still writes nothing.
+    check = asyncio.ensure_future(  # first: it is the longer of the two
+        asyncio.wait_for(Executor(settings, store, actor).prefetch(payload), remaining()))
+    lookup = asyncio.ensure_future(store.intents.get(mailbox_id, intent_id))
+    try:
+        found = await lookup
+    except BaseException:
+        _discard(check)
+        raise
     pre: Prefetched | None = None
-    if found is None:
+    if found is not None:
+        _discard(check)  # the stored intent decides; its attempt reads what it needs
+        (intent, etag), created = found, False
+    else:
         # Validate before anything is written: the item must be in the caller's mailbox and
         # the regarding record readable by them. Unavailable services do not refuse: the
         # intent is written and finished later (which re-checks both).
-        executor = Executor(settings, store, actor)
         try:
-            pre = await asyncio.wait_for(executor.prefetch(payload), remaining())
+            pre = await check
         except ActionRefused as refusal:
             raise _refusal(refusal) from None
         except (TimeoutError, UpstreamError) as error:
             if isinstance(error, UpstreamError) and not error.transient:
                 raise
             log.info("%s validation deferred: %s", action, type(error).__name__)
-        intent, etag, created = await store.intents.create_or_get(
+        write = asyncio.ensure_future(store.intents.create_or_get(
             key, user_object_id=caller.object_id, mailbox_id=mailbox_id, action=action,
-            payload=payload, now=_now())
-    else:
-        (intent, etag), created = found, False
+            payload=payload, now=_now()))
+        if pre is None:
+            intent, etag, created = await write
+        else:
+            # The first attempt's reads overlap the intent write; its writes wait for it.
+            try:
+                intent, etag = await attempt_created(settings, store, actor, write, action,
+                                                     payload, pre=pre, within=remaining())
+            except Superseded as already:  # the same request, concurrently: as if found
+                intent, etag, created = already.intent, already.etag, False
+            except (UpstreamError, TimeoutError, ConcurrencyError) as error:
+                if not write.done() or write.cancelled() or write.exception() is not None:
+                    raise  # the intent itself was not written
+                intent = write.result()[0]
+                log.info("%s intent %s pending after immediate attempt: %s", action,
+                         intent.intent_id, type(error).__name__)
+                return await _queue(runtime, intent)
+            else:
+                return _replay(intent.result or {})
     if intent.action != action or intent.payload != payload:
         raise ApiError(422, "Idempotency key reused",
                        f"{IDEMPOTENCY_HEADER}: already used for a different request",
@@ -254,6 +283,18 @@ async def _action(request: ApiRequest, action: str, model: type[BaseModel]) -> A
                      intent.intent_id, type(error).__name__)
         else:
             return _replay(intent.result or {})
+    return await _queue(runtime, intent)
+
+
+def _discard(task: asyncio.Future[Any]) -> None:
+    """Cancel a speculative read whose answer is no longer needed (and never log its error)."""
+    task.cancel()
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+
+async def _queue(runtime: Runtime, intent: Any) -> ApiResponse:
+    """A pending intent: queued for a retry, answered 202."""
+    store, settings = runtime.store, runtime.settings
     try:
         await enqueue_retry(store, settings, intent)
     except Exception:  # noqa: BLE001 - the scheduled cycle still finds the pending intent
