@@ -30,31 +30,19 @@ from shared.dataverse.errors import SERVICE, dataverse_error, dataverse_error_fr
 from shared.errors import ErrorKind, UpstreamError
 from shared.http.retry import (
     IDEMPOTENT_METHODS,
-    RequestStats,
     RetryPolicy,
-    send_with_retry,
-    with_operations,
 )
+from shared.http.service import DEFAULT_TIMEOUT, Hooks, ServiceClient
 
 log = logging.getLogger("sss.dataverse")
 
-DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 # Each address costs a few dozen characters of $filter; keep URLs well under Dataverse's limit.
 ADDRESS_CHUNK = 40
 _ANY_ERROR = tuple(range(400, 600))
 
-Hooks = Mapping[str, Sequence[Any]]
 # The class has a `list` method; these aliases keep annotations inside it unambiguous.
 Rows = list[dict[str, Any]]
 Results = list[DataverseResult]
-
-
-def _timeout(value: httpx.Timeout | float | None) -> httpx.Timeout:
-    if value is None:
-        return DEFAULT_TIMEOUT
-    if isinstance(value, httpx.Timeout):
-        return value
-    return httpx.Timeout(float(value), connect=min(10.0, float(value)))
 
 
 def _literal(value: str) -> str:
@@ -66,8 +54,12 @@ def _record(entity_set: str, record_id: str) -> str:
     return f"{entity_set}({record_id})"
 
 
-class DataverseClient:
+class DataverseClient(ServiceClient):
     """Dataverse Web API (`.../api/data/v9.2`) as the application user or an impersonated user."""
+
+    service = SERVICE
+    default_headers = {"Accept": "application/json", "OData-MaxVersion": "4.0",
+                       "OData-Version": "4.0"}
 
     def __init__(
         self,
@@ -80,52 +72,23 @@ class DataverseClient:
         retry: RetryPolicy | None = None,
         event_hooks: Hooks | None = None,
         page_size: int = 100,
-        _shared: DataverseClient | None = None,
+        share: DataverseClient | None = None,
     ) -> None:
-        self.api_url = api_url.rstrip("/")
+        super().__init__(api_url, auth, transport=transport, timeout=timeout, retry=retry,
+                         event_hooks=event_hooks, page_size=page_size, share=share)
         self.caller_object_id = caller_object_id
-        self.page_size = page_size
-        self.retry: RetryPolicy
-        self.stats: RequestStats
-        self._http: httpx.AsyncClient
-        if _shared is not None:
-            self.retry = retry or _shared.retry
-            self.stats = _shared.stats
-            self._http = _shared._http
-            self._owns_http = False
-            return
-        self.retry = retry or RetryPolicy()
-        self.stats = RequestStats()
-        hooks = {k: list(v) for k, v in (event_hooks or {}).items()}
-        hooks["request"] = [self.stats.on_request, *hooks.get("request", [])]
-        self._http = httpx.AsyncClient(
-            base_url=self.api_url + "/",
-            auth=auth,
-            transport=transport,
-            timeout=_timeout(timeout),
-            event_hooks=hooks,
-            headers={"Accept": "application/json", "OData-MaxVersion": "4.0",
-                     "OData-Version": "4.0"},
-        )
-        self._owns_http = True
+
+    @property
+    def api_url(self) -> str:
+        return self.base_url
 
     def impersonate(self, object_id: str) -> DataverseClient:
         """The same client acting as the user with this Entra object id (`CallerObjectId`)."""
         return DataverseClient(self.api_url, None, caller_object_id=object_id,
-                               page_size=self.page_size, _shared=self)
+                               page_size=self.page_size, share=self)
 
-    async def __aenter__(self) -> DataverseClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Closes the connections; an impersonating view leaves them to its parent."""
-        if self._owns_http:
-            await self._http.aclose()
-
-    # --- plumbing ---------------------------------------------------------------------------
+    def map_error(self, response: httpx.Response) -> UpstreamError:
+        return dataverse_error(response)
 
     def _headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         headers: dict[str, str] = {}
@@ -133,47 +96,6 @@ class DataverseClient:
             headers["CallerObjectId"] = self.caller_object_id
         headers.update(extra or {})
         return headers
-
-    async def _send(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        json_body: Any = None,
-        content: bytes | None = None,
-        headers: Mapping[str, str] | None = None,
-        safe: bool | None = None,
-        ok: Sequence[int] = (),
-        operations: int = 1,
-    ) -> httpx.Response:
-        request = self._http.build_request(
-            method, path, params=params, json=json_body, content=content,
-            headers=self._headers(headers),
-        )
-        if operations != 1:
-            with_operations(request, operations)
-        response = await send_with_retry(
-            self._http, request, policy=self.retry, error_mapper=dataverse_error,
-            service=SERVICE, safe=safe,
-        )
-        if response.status_code >= 400 and response.status_code not in ok:
-            error = dataverse_error(response)
-            log.info("dataverse %s failed: %s", method, error.summary())
-            raise error
-        return response
-
-    @staticmethod
-    def _json(response: httpx.Response) -> dict[str, Any]:
-        if response.status_code == 204 or not response.content:
-            return {}
-        try:
-            body = response.json()
-        except ValueError as error:
-            raise UpstreamError("dataverse answered with a body that is not JSON",
-                                kind=ErrorKind.TRANSIENT, status=response.status_code,
-                                service=SERVICE) from error
-        return body if isinstance(body, dict) else {"value": body}
 
     # --- reads --------------------------------------------------------------------------------
 
@@ -206,13 +128,8 @@ class DataverseClient:
         if top:
             params["$top"] = top
         headers = {} if top else {"Prefer": f"odata.maxpagesize={page_size or self.page_size}"}
-        url: str | None = entity_set
-        query: Mapping[str, Any] | None = params
-        while url:
-            body = self._json(await self._send("GET", url, params=query, headers=headers))
-            for row in body.get("value", []):
-                yield row
-            url, query = body.get("@odata.nextLink"), None
+        async for row in self._pages(entity_set, params, headers=headers):
+            yield row
 
     async def get(self, entity_set: str, record_id: str, *,
                   select: Sequence[str] | None = None, expand: str | None = None

@@ -24,19 +24,14 @@ from shared.graph.errors import SERVICE, graph_error, graph_error_from
 from shared.http.retry import (
     IDEMPOTENT_METHODS,
     REFUSED_STATUSES,
-    RequestStats,
-    RetryPolicy,
-    send_with_retry,
-    with_operations,
 )
+from shared.http.service import ServiceClient
 
 log = logging.getLogger("sss.graph")
 
 IMMUTABLE_IDS = 'IdType="ImmutableId"'
 BATCH_LIMIT = 20  # learn.microsoft.com/graph/json-batching#batch-size-limitations
-DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 
-Hooks = Mapping[str, Sequence[Any]]
 
 
 @dataclass
@@ -99,96 +94,18 @@ def _odata_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _timeout(value: httpx.Timeout | float | None) -> httpx.Timeout:
-    if value is None:
-        return DEFAULT_TIMEOUT
-    if isinstance(value, httpx.Timeout):
-        return value
-    return httpx.Timeout(float(value), connect=min(10.0, float(value)))
-
-
 def _select(select: Sequence[str] | None) -> dict[str, str]:
     return {"$select": ",".join(select)} if select else {}
 
 
-class GraphClient:
+class GraphClient(ServiceClient):
     """Microsoft Graph for app-only (any mailbox) or on-behalf-of (the user's own) calls."""
 
-    def __init__(
-        self,
-        base_url: str,
-        auth: httpx.Auth | None,
-        *,
-        transport: httpx.AsyncBaseTransport | None = None,
-        timeout: httpx.Timeout | float | None = DEFAULT_TIMEOUT,
-        retry: RetryPolicy | None = None,
-        event_hooks: Hooks | None = None,
-        page_size: int = 100,
-    ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.retry = retry or RetryPolicy()
-        self.page_size = page_size
-        self.stats = RequestStats()
-        hooks = {k: list(v) for k, v in (event_hooks or {}).items()}
-        hooks["request"] = [self.stats.on_request, *hooks.get("request", [])]
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url + "/",
-            auth=auth,
-            transport=transport,
-            timeout=_timeout(timeout),
-            event_hooks=hooks,
-            headers={"Accept": "application/json", "Prefer": IMMUTABLE_IDS},
-        )
+    service = SERVICE
+    default_headers = {"Accept": "application/json", "Prefer": IMMUTABLE_IDS}
 
-    async def __aenter__(self) -> GraphClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    # --- plumbing ---------------------------------------------------------------------------
-
-    async def _send(
-        self,
-        method: str,
-        url: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        json_body: Any = None,
-        headers: Mapping[str, str] | None = None,
-        safe: bool | None = None,
-        ok: Sequence[int] = (),
-        operations: int = 1,
-    ) -> httpx.Response:
-        request = self._http.build_request(
-            method, url, params=params, json=json_body, headers=headers,
-        )
-        if operations != 1:
-            with_operations(request, operations)
-        response = await send_with_retry(
-            self._http, request, policy=self.retry, error_mapper=graph_error,
-            service=SERVICE, safe=safe,
-        )
-        if response.status_code >= 400 and response.status_code not in ok:
-            error = graph_error(response)
-            log.info("graph %s failed: %s", method, error.summary())
-            raise error
-        return response
-
-    @staticmethod
-    def _json(response: httpx.Response) -> dict[str, Any]:
-        if response.status_code == 204 or not response.content:
-            return {}
-        try:
-            body = response.json()
-        except ValueError as error:
-            raise UpstreamError("graph answered with a body that is not JSON",
-                                kind=ErrorKind.TRANSIENT, status=response.status_code,
-                                service=SERVICE) from error
-        return body if isinstance(body, dict) else {"value": body}
+    def map_error(self, response: httpx.Response) -> UpstreamError:
+        return graph_error(response)
 
     @staticmethod
     def _prefer(page_size: int | None = None) -> dict[str, str]:
@@ -202,22 +119,11 @@ class GraphClient:
         """GET any Graph path (relative to the version) as JSON: an escape hatch for probes."""
         return self._json(await self._send("GET", path, params=params))
 
-    async def _pages(self, path: str, params: Mapping[str, Any] | None = None, *,
-                     page_size: int | None = None, limit: int | None = None
-                     ) -> AsyncIterator[dict[str, Any]]:
-        """Items of a collection across `@odata.nextLink` pages."""
-        url: str | None = path
-        query: Mapping[str, Any] | None = params
-        seen = 0
-        while url:
-            body = self._json(await self._send("GET", url, params=query,
-                                               headers=self._prefer(page_size)))
-            for item in body.get("value", []):
-                yield item
-                seen += 1
-                if limit is not None and seen >= limit:
-                    return
-            url, query = body.get("@odata.nextLink"), None
+    def _list(self, path: str, params: Mapping[str, Any] | None = None, *,
+              page_size: int | None = None, limit: int | None = None
+              ) -> AsyncIterator[dict[str, Any]]:
+        """Items of a collection across pages, asking for immutable ids and a page size."""
+        return self._pages(path, params, headers=self._prefer(page_size), limit=limit)
 
     # --- users and folders -------------------------------------------------------------------
 
@@ -230,7 +136,7 @@ class GraphClient:
 
     def list_child_folders(self, user: str, folder: str, *,
                            select: Sequence[str] | None = None) -> AsyncIterator[dict[str, Any]]:
-        return self._pages(f"{_u(user)}/mailFolders/{_seg(folder)}/childFolders",
+        return self._list(f"{_u(user)}/mailFolders/{_seg(folder)}/childFolders",
                            _select(select), page_size=self.page_size)
 
     # --- delta --------------------------------------------------------------------------------
@@ -313,7 +219,7 @@ class GraphClient:
             params["$orderby"] = orderby
         if top:
             params["$top"] = min(top, self.page_size)
-        return self._pages(path, params, limit=top)
+        return self._list(path, params, limit=top)
 
     async def update_message(self, user: str, message_id: str, patch: Mapping[str, Any]
                              ) -> dict[str, Any]:
@@ -419,7 +325,7 @@ class GraphClient:
     def list_event_instances(self, user: str, event_id: str, *, start: str, end: str,
                              select: Sequence[str] | None = None
                              ) -> AsyncIterator[dict[str, Any]]:
-        return self._pages(f"{_u(user)}/events/{_seg(event_id)}/instances",
+        return self._list(f"{_u(user)}/events/{_seg(event_id)}/instances",
                            {"startDateTime": start, "endDateTime": end, **_select(select)},
                            page_size=self.page_size)
 
@@ -436,7 +342,7 @@ class GraphClient:
         await self._send("DELETE", f"{_u(user)}/contacts/{_seg(contact_id)}", ok=(404,))
 
     async def list_todo_lists(self, user: str) -> list[dict[str, Any]]:
-        return [item async for item in self._pages(f"{_u(user)}/todo/lists")]
+        return [item async for item in self._list(f"{_u(user)}/todo/lists")]
 
     async def create_task(self, user: str, list_id: str, body: Mapping[str, Any]
                           ) -> dict[str, Any]:
