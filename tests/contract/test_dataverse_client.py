@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -12,7 +11,8 @@ from shared.dataverse import DataverseClient, DataverseOperation
 from shared.errors import ErrorKind, UpstreamError
 from shared.http.retry import RetryPolicy
 from shared.identity import AppTokenAuth, credential_from_settings
-from shared.settings import Settings, load_settings
+from shared.settings import Settings
+from tests.contract.conftest import Sleeps
 from tests.fixtures.sandbox import SandboxHandle
 
 ALEX_OID = "a1a1a1a1-0000-4000-8000-000000000001"
@@ -22,25 +22,6 @@ MEGAN_USER = "51a1a1a1-0000-4000-8000-000000000002"
 ANA = "c0000000-0000-4000-8000-000000000001"
 BOB = "c0000000-0000-4000-8000-000000000002"
 CARLA = "c0000000-0000-4000-8000-000000000003"
-
-
-class Sleeps:
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        await asyncio.sleep(seconds)
-
-
-@pytest.fixture
-def settings(sandbox: SandboxHandle) -> Settings:
-    return load_settings({**sandbox.env, "AzureWebJobsStorage": "UseDevelopmentStorage=true"})
-
-
-@pytest.fixture
-def sleeps() -> Sleeps:
-    return Sleeps()
 
 
 @pytest.fixture

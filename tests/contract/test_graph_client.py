@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -12,33 +11,13 @@ from shared.errors import ErrorKind, UpstreamError
 from shared.graph import BatchRequest, GraphClient, new_transaction_id
 from shared.http.retry import RetryPolicy
 from shared.identity import AppTokenAuth, credential_from_settings
-from shared.settings import Settings, load_settings
+from shared.settings import Settings
+from tests.contract.conftest import Sleeps
 from tests.fixtures.sandbox import SandboxHandle
 
 ALEX = "alex@contoso.com"
 MEGAN = "megan@contoso.com"
 MARKER = "String {00020329-0000-0000-C000-000000000046} Name SssTrackingId"
-
-
-class Sleeps:
-    """Records every wait the client asks for, and really waits (short in these tests)."""
-
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        await asyncio.sleep(seconds)
-
-
-@pytest.fixture
-def settings(sandbox: SandboxHandle) -> Settings:
-    return load_settings({**sandbox.env, "AzureWebJobsStorage": "UseDevelopmentStorage=true"})
-
-
-@pytest.fixture
-def sleeps() -> Sleeps:
-    return Sleeps()
 
 
 @pytest.fixture
