@@ -16,7 +16,8 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -29,6 +30,7 @@ from shared.api.addin_models import (
     LookupResponse,
     LookupResult,
     MyOptions,
+    RecordRef,
     RecordView,
     SetRegardingRequest,
     ShouldTrackRequest,
@@ -56,6 +58,7 @@ from shared.identity import Caller, OboTokenAuth, obo_provider, require_scope
 from shared.runtime import Runtime, get_runtime
 from shared.store import intent_id_for
 from shared.store.errors import ConcurrencyError
+from shared.store.intents import IntentAction
 from shared.sync.intents import (
     PARTY_TABLES,
     ActionRefused,
@@ -203,7 +206,8 @@ def _pending(runtime: Runtime, intent_id: str, attempts: int) -> ApiResponse:
                                 "Retry-After": str(delay)})
 
 
-async def _action(request: ApiRequest, action: str, model: type[BaseModel]) -> ApiResponse:
+async def _action(request: ApiRequest, action: IntentAction, model: type[BaseModel]
+                  ) -> ApiResponse:
     started = time.monotonic()
     runtime = await get_runtime()
     caller = await authorize_user(request, runtime)
@@ -303,7 +307,7 @@ async def _queue(runtime: Runtime, intent: Any) -> ApiResponse:
     return _pending(runtime, intent.intent_id, intent.attempts)
 
 
-def _now():  # type: ignore[no-untyped-def]
+def _now() -> datetime:
     from shared.sync.intents import utcnow
 
     return utcnow()
@@ -380,7 +384,8 @@ async def tracking_status(request: ApiRequest) -> ApiResponse:
     return ApiResponse(200, status_view(key, found[0] if found else None))
 
 
-async def _events_with_uid(graph: GraphClient, user: str, uid: str):  # type: ignore[no-untyped-def]
+async def _events_with_uid(graph: GraphClient, user: str, uid: str
+                           ) -> AsyncIterator[dict[str, Any]]:
     flt = f"iCalUId eq '{uid.replace(chr(39), chr(39) * 2)}'"
     body = await graph.get_json(f"/users/{user}/events",
                                 params={"$filter": flt, "$select": "id", "$top": "1"})
@@ -475,7 +480,8 @@ async def lookup_records(request: ApiRequest) -> ApiResponse:
         norm = normalize_address(address) or address.lower()
         chosen = resolutions.get(norm)
         record = RecordView(table=chosen.table, id=chosen.id, name=chosen.name) \
-            if chosen is not None and chosen.resolved else None
+            if chosen is not None and chosen.table is not None and chosen.id is not None \
+            else None
         matches = [RecordView(table=c.table, id=c.id, name=c.name)
                    for c in candidates.get(norm, [])]
         out.append(LookupResult(address=address, record=record, matches=matches))
@@ -487,7 +493,7 @@ async def lookup_records(request: ApiRequest) -> ApiResponse:
 
 def _options_view(mailbox: Mailbox) -> dict[str, Any]:
     rules = [FolderRuleIn(folder_id=r.folder_id, folder_name=r.folder_name,
-                          regarding={"table": r.regarding_table, "id": r.regarding_id}
+                          regarding=RecordRef(table=r.regarding_table, id=r.regarding_id)
                           if r.regarding_table and r.regarding_id else None)
              for r in mailbox.folder_rules]
     return MyOptions(tracking_option=mailbox.tracking_option,

@@ -25,11 +25,12 @@ async def batch_with_retry(
     results = await client.batch(list(operations))
     waited = 0.0
     for _ in range(attempts - 1):
-        retry = [i for i, r in enumerate(results)
-                 if r.error is not None and r.error.kind is ErrorKind.TRANSIENT]
-        if not retry:
+        transient = [(i, r.error) for i, r in enumerate(results)
+                     if r.error is not None and r.error.kind is ErrorKind.TRANSIENT]
+        if not transient:
             break
-        delay = max((results[i].error.retry_after or 0.0 for i in retry), default=0.0)
+        retry = [i for i, _ in transient]
+        delay = max((error.retry_after or 0.0 for _, error in transient), default=0.0)
         delay = max(0.0, min(delay, 30.0))
         if waited + delay > max_wait:
             break

@@ -227,17 +227,17 @@ class IncomingEngine:
         failed = await self.process(stream, messages, park=False)
         by_id = {p.item_id: p for p in pending}
         for message in messages:
-            item = by_id.get(str(message.get("id")))
-            if item is None:
+            parked = by_id.get(str(message.get("id")))
+            if parked is None:
                 continue
-            error = failed.get(item.item_id)
-            if error is None or item.attempts + 1 >= MAX_ITEM_ATTEMPTS:
+            error = failed.get(parked.item_id)
+            if error is None or parked.attempts + 1 >= MAX_ITEM_ATTEMPTS:
                 if error is not None:
                     log.warning("mailbox %s: giving up on a message after %d attempts: %s",
-                                self.user, item.attempts + 1, error)
-                await self.ctx.store.pending.remove(self.user, stream, item.item_id)
+                                self.user, parked.attempts + 1, error)
+                await self.ctx.store.pending.remove(self.user, stream, parked.item_id)
             else:
-                await self.ctx.store.pending.record_attempt(item, error)
+                await self.ctx.store.pending.record_attempt(parked, error)
 
     # --- one page ----------------------------------------------------------------------------
 
@@ -290,7 +290,9 @@ class IncomingEngine:
         self._conversations = {}
         created = await self._create(to_create, failed)
         await self._update_regarding(regarding_updates)
-        known_threads = lookups.by_conversation or {}
+        # _correlation_lookups always builds by_conversation as a dict (never a callable)
+        known_threads = (lookups.by_conversation
+                         if isinstance(lookups.by_conversation, Mapping) else {})
         fresh_threads = {c: r for c, r in self._conversations.items() if c not in known_threads}
         if fresh_threads:
             await self.conversations.remember_many(fresh_threads, self.ctx.clock())
@@ -408,8 +410,9 @@ class IncomingEngine:
                 error = result.error
                 if error is None or error.status == 412:
                     # 412: the deterministic id exists, another mailbox (or we) created it
-                    records.append(self._record(w, activity_id_for(w.imid), w.decision and
-                                                w.decision.regarding))
+                    records.append(self._record(
+                        w, activity_id_for(w.imid),
+                        w.decision.regarding if w.decision is not None else None))
                     if error is None:
                         self.result.created += 1
                     else:
@@ -496,8 +499,8 @@ class IncomingEngine:
                                                                                 rule.id)))
         for (w, rule), result in zip(updates, await batch_with_retry(self.dv, ops), strict=True):
             if result.ok:
-                activity = tracked_ref(w.known).activity_id if w.known and tracked_ref(
-                    w.known) else activity_id_for(w.imid)
+                known = tracked_ref(w.known) if w.known else None
+                activity = known.activity_id if known is not None else activity_id_for(w.imid)
                 await self._record(w, activity, rule)
                 self.result.linked += 1
             elif result.error is not None and result.error.kind is ErrorKind.TRANSIENT:

@@ -242,7 +242,7 @@ def candidates_by_address(rows_by_table: Mapping[str, Sequence[Mapping[str, Any]
                 table=table, id=str(row.get(f"{table}id")), is_active=active,
                 owner_id=row.get("_ownerid_value"), name=row.get(PRIMARY_NAME[table]))
             matched = {normalize_address(row.get(c)) for c in columns}
-            for address in matched & wanted:
+            for address in wanted & matched:
                 out[address].append(record)
     return out
 
@@ -318,7 +318,7 @@ def build_appointment(event: Mapping[str, Any], regarding: Regarding | None,
     location = (event.get("location") or {}).get("displayName")
     optional = {"scheduledstart": _event_time(event.get("start")),
                 "scheduledend": _event_time(event.get("end")),
-                "location": truncate("subject", location)[:200] if location else None,
+                "location": (truncate("subject", location) or "")[:200] if location else None,
                 "isalldayevent": bool(event.get("isAllDay")) if "isAllDay" in event else None}
     body.update({k: v for k, v in optional.items() if v is not None})
     if regarding is not None:
@@ -427,8 +427,11 @@ class Executor:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+        item = results[0]
         regarding = results[1] if payload.get("regarding") else None
-        return Prefetched(item=results[0], regarding=regarding)
+        if isinstance(item, BaseException) or isinstance(regarding, BaseException):
+            raise AssertionError("unreachable: every exception was raised above")
+        return Prefetched(item=item, regarding=regarding)
 
     async def _lookup_existing(self, item_type: str, key: str) -> str | None:
         """The activity already in the CRM for this message/meeting (ids only, app user)."""

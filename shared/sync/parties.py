@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from shared.dataverse import DataverseClient, DataverseOperation
 from shared.domain.addresses import is_internal, normalize_address
@@ -115,7 +116,7 @@ class PartyResolver:
         return out
 
 
-def _candidate(spec: _Table, row: dict) -> CandidateRecord:  # type: ignore[type-arg]
+def _candidate(spec: _Table, row: dict[str, Any]) -> CandidateRecord:
     if spec.table == "systemuser":
         active = not row.get("isdisabled")
     else:
