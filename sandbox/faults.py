@@ -216,23 +216,25 @@ class FaultMiddleware:
             # a UPN and an object id name the same mailbox: one key for limits and faults
             known = world.user(user_key)
             user_key = known.object_id if known is not None else user_key
-        decision = registry.decide(service, user_key)
-        if decision and decision.latency_ms:
-            await asyncio.sleep(decision.latency_ms / 1000)
-        if decision and decision.drop:
-            await _drop(send)
-            return
-        if decision and decision.status:
-            await _respond(send, service, decision.status, decision.retry_after)
-            return
         slot = None
         if service == "graph" and user_key and registry.concurrency_enforced and not is_batch:
+            # the limit counts every request the service is working on, injected latency
+            # included (it stands for time spent at the service)
             if registry.in_flight[user_key] >= GRAPH_CONCURRENCY_PER_MAILBOX:
                 await _respond(send, service, 429, 1.0)
                 return
             registry.in_flight[user_key] += 1
             slot = user_key
         try:
+            decision = registry.decide(service, user_key)
+            if decision and decision.latency_ms:
+                await asyncio.sleep(decision.latency_ms / 1000)
+            if decision and decision.drop:
+                await _drop(send)
+                return
+            if decision and decision.status:
+                await _respond(send, service, decision.status, decision.retry_after)
+                return
             await self.app(scope, receive, send)
         finally:
             if slot is not None:
