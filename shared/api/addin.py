@@ -59,6 +59,7 @@ from shared.runtime import Runtime, get_runtime
 from shared.store import intent_id_for
 from shared.store.errors import ConcurrencyError
 from shared.store.intents import IntentAction
+from shared.sync.batching import query_path
 from shared.sync.intents import (
     PARTY_TABLES,
     ActionRefused,
@@ -72,7 +73,6 @@ from shared.sync.intents import (
     enqueue_retry,
     outcome_of,
     party_operations,
-    query_path,
     resolve_all,
     retry_delay,
     status_view,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 from shared.dataverse import DataverseClient, DataverseOperation, DataverseResult
 from shared.errors import ErrorKind
@@ -43,13 +43,18 @@ async def batch_with_retry(
     return results
 
 
-def query_path(entity_set: str, *, select: Sequence[str], filter: str,
-               top: int | None = None) -> str:
-    """A GET path for a batch operation, query encoded as Dataverse expects."""
-    params = {"$select": ",".join(select), "$filter": filter}
+def query_path(entity_set: str, *, select: Sequence[str] | None = None,
+               filter: str | None = None, top: int | None = None) -> str:
+    """A GET path for a batch request line: the filter percent-encoded, OData's quotes,
+    parentheses and brackets left readable."""
+    parts = []
+    if select:
+        parts.append("$select=" + ",".join(select))
+    if filter:
+        parts.append("$filter=" + quote(filter, safe="'(),[]"))
     if top:
-        params["$top"] = str(top)
-    return f"{entity_set}?{urlencode(params, quote_via=quote)}"
+        parts.append(f"$top={top}")
+    return entity_set + ("?" + "&".join(parts) if parts else "")
 
 
 def literal(value: str) -> str:

@@ -31,13 +31,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import quote
 
 from shared.dataverse import DataverseClient, DataverseOperation
 from shared.domain.addresses import (
     graph_recipients,
     graph_sender,
-    normalize_address,
     normalize_message_id,
 )
 from shared.domain.correlation import RegardingRef
@@ -56,6 +54,8 @@ from shared.settings import Settings
 from shared.store import Intent, Store
 from shared.store.errors import ConcurrencyError
 from shared.store.tracked import Claim, Regarding, TrackedMessage
+from shared.sync.batching import literal
+from shared.sync.parties import TABLES, candidates_from, lookup_operations
 
 log = logging.getLogger("sss.intents")
 
@@ -74,12 +74,7 @@ PRIMARY_NAME: dict[str, str] = {
     "incident": "title", "systemuser": "fullname", "queue": "name",
 }
 # Address columns searched to resolve parties (Dynamics' email-enabled tables we support).
-PARTY_TABLES: dict[str, tuple[str, ...]] = {
-    "systemuser": ("internalemailaddress",),
-    "contact": ("emailaddress1", "emailaddress2", "emailaddress3"),
-    "account": ("emailaddress1", "emailaddress2", "emailaddress3"),
-    "lead": ("emailaddress1", "emailaddress2", "emailaddress3"),
-}
+PARTY_TABLES: dict[str, tuple[str, ...]] = {spec.table: spec.columns for spec in TABLES}
 # Appointment party roles (activityparty.participationtypemask).
 ORGANIZER, REQUIRED, OPTIONAL = 7, 5, 6
 CLAIM_STALE_AFTER = timedelta(minutes=2)
@@ -193,58 +188,15 @@ def item_key(item_type: str, item: Mapping[str, Any]) -> str:
     return key
 
 
-def _odata(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def query_path(entity_set: str, *, select: Sequence[str] | None = None,
-               filter: str | None = None, top: int | None = None) -> str:
-    """A relative GET path with its query encoded for a $batch request line."""
-    parts = []
-    if select:
-        parts.append("$select=" + ",".join(select))
-    if filter:
-        parts.append("$filter=" + quote(filter, safe="'(),[]"))
-    if top:
-        parts.append(f"$top={top}")
-    return entity_set + ("?" + "&".join(parts) if parts else "")
-
-
 def party_operations(addresses: Sequence[str]) -> list[tuple[str, DataverseOperation]]:
-    """One GET per email-enabled table for all addresses at once (In() over each column)."""
-    values = ",".join(_odata(a) for a in sorted(set(addresses)))
-    ops = []
-    for table, columns in PARTY_TABLES.items():
-        clauses = " or ".join(
-            f"Microsoft.Dynamics.CRM.In(PropertyName={_odata(c)},PropertyValues=[{values}])"
-            for c in columns)
-        select = [f"{table}id", PRIMARY_NAME[table], *columns,
-                  "isdisabled" if table == "systemuser" else "statecode"]
-        if table != "systemuser":
-            select.append("_ownerid_value")
-        ops.append((table, DataverseOperation.get(query_path(
-            entity_set_of(table), select=select, filter=clauses))))
-    return ops
+    """One In() GET per email-enabled table for all addresses (the cycle's lookup, as is)."""
+    return lookup_operations(addresses)
 
 
-def candidates_by_address(rows_by_table: Mapping[str, Sequence[Mapping[str, Any]]],
+def candidates_by_address(rows_by_table: Mapping[str, Sequence[dict[str, Any]]],
                           addresses: Sequence[str]) -> dict[str, list[CandidateRecord]]:
-    """Which records carry each address (tables in PARTY_TABLES order, rows as returned)."""
-    wanted = {a for a in (normalize_address(x) for x in addresses) if a}
-    out: dict[str, list[CandidateRecord]] = {a: [] for a in wanted}
-    for table, columns in PARTY_TABLES.items():
-        for row in rows_by_table.get(table, ()):
-            if table == "systemuser":
-                active = not bool(row.get("isdisabled"))
-            else:
-                active = row.get("statecode") in (None, 0)
-            record = CandidateRecord(
-                table=table, id=str(row.get(f"{table}id")), is_active=active,
-                owner_id=row.get("_ownerid_value"), name=row.get(PRIMARY_NAME[table]))
-            matched = {normalize_address(row.get(c)) for c in columns}
-            for address in wanted & matched:
-                out[address].append(record)
-    return out
+    """Which records carry each address, from the rows `party_operations` returned."""
+    return candidates_from(rows_by_table, addresses)
 
 
 def resolve_all(candidates: Mapping[str, Sequence[CandidateRecord]],
@@ -436,10 +388,10 @@ class Executor:
     async def _lookup_existing(self, item_type: str, key: str) -> str | None:
         """The activity already in the CRM for this message/meeting (ids only, app user)."""
         if item_type == "event":
-            flt = f"globalobjectid eq {_odata(key.removeprefix('ical:'))}"
+            flt = f"globalobjectid eq {literal(key.removeprefix('ical:'))}"
             entity_set = "appointments"
         else:
-            flt = f"messageid eq {_odata(key)}"
+            flt = f"messageid eq {literal(key)}"
             entity_set = "emails"
         async for row in self.actor.app_dataverse.list(entity_set, select=["activityid"],
                                                         filter=flt, top=1):

@@ -8,7 +8,7 @@ for the rest of the cycle. The choice among matches is the pure rule in shared.d
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,21 +26,25 @@ class _Table:
     table: str
     entity_set: str
     key: str
-    columns: tuple[str, ...]
+    name: str  # the primary name column: what a record is called
+    columns: tuple[str, ...]  # address columns
     extra: tuple[str, ...]
 
+    @property
+    def select(self) -> list[str]:
+        return [self.key, self.name, *self.columns, *self.extra]
 
+
+_ADDRESSES = ("emailaddress1", "emailaddress2", "emailaddress3")
 TABLES = (
-    _Table("systemuser", "systemusers", "systemuserid", ("internalemailaddress",),
-           ("isdisabled", "fullname")),
-    _Table("contact", "contacts", "contactid",
-           ("emailaddress1", "emailaddress2", "emailaddress3"),
-           ("statecode", "_ownerid_value", "fullname")),
-    _Table("account", "accounts", "accountid",
-           ("emailaddress1", "emailaddress2", "emailaddress3"),
-           ("statecode", "_ownerid_value", "name")),
-    _Table("lead", "leads", "leadid", ("emailaddress1", "emailaddress2", "emailaddress3"),
-           ("statecode", "_ownerid_value", "fullname")),
+    _Table("systemuser", "systemusers", "systemuserid", "fullname", ("internalemailaddress",),
+           ("isdisabled",)),
+    _Table("contact", "contacts", "contactid", "fullname", _ADDRESSES,
+           ("statecode", "_ownerid_value")),
+    _Table("account", "accounts", "accountid", "name", _ADDRESSES,
+           ("statecode", "_ownerid_value")),
+    _Table("lead", "leads", "leadid", "fullname", _ADDRESSES,
+           ("statecode", "_ownerid_value")),
 )
 
 
@@ -61,31 +65,14 @@ class PartyResolver:
                          - self.cache.keys())
         if not unknown:
             return
-        ops: list[DataverseOperation] = []
-        tables: list[_Table] = []
-        for spec in TABLES:
-            wanted = unknown
-            if spec.table == "systemuser" and self.org_domains:
-                # users have the organisation's addresses; skip the query for the rest
-                wanted = [a for a in unknown if is_internal(a, self.org_domains)]
-            for start in range(0, len(wanted), CHUNK):
-                chunk = wanted[start:start + CHUNK]
-                flt = " or ".join(in_filter(c, chunk) for c in spec.columns)
-                ops.append(DataverseOperation.get(query_path(
-                    spec.entity_set, select=[spec.key, *spec.columns, *spec.extra],
-                    filter=flt)))
-                tables.append(spec)
-        results = await batch_with_retry(self.dataverse, ops, max_wait=self.max_wait)
-        found: dict[str, list[CandidateRecord]] = {a: [] for a in unknown}
-        for spec, result in zip(tables, results, strict=True):
+        planned = lookup_operations(unknown, org_domains=self.org_domains)
+        results = await batch_with_retry(self.dataverse, [op for _, op in planned],
+                                         max_wait=self.max_wait)
+        rows: dict[str, list[dict[str, Any]]] = {}
+        for (table, _), result in zip(planned, results, strict=True):
             result.raise_for_error()
-            for row in (result.body or {}).get("value", []):
-                record = _candidate(spec, row)
-                for column in spec.columns:
-                    addr = normalize_address(row.get(column))
-                    if addr in found and record not in found[addr]:
-                        found[addr].append(record)
-        self.cache.update(found)
+            rows.setdefault(table, []).extend((result.body or {}).get("value", []))
+        self.cache.update(candidates_from(rows, unknown))
 
     def add(self, address: str, record: CandidateRecord) -> None:
         """Remember a record created during the cycle (automatic record creation)."""
@@ -116,14 +103,48 @@ class PartyResolver:
         return out
 
 
+def lookup_operations(addresses: Iterable[str], *, org_domains: Iterable[str] = ()
+                      ) -> list[tuple[str, DataverseOperation]]:
+    """GETs (for one $batch) finding every record that carries one of `addresses`: one In()
+    query per table per CHUNK addresses. With `org_domains`, users are looked up only for
+    the organisation's own addresses."""
+    unique = sorted(set(addresses))
+    domains = tuple(org_domains)
+    planned: list[tuple[str, DataverseOperation]] = []
+    for spec in TABLES:
+        wanted = unique
+        if spec.table == "systemuser" and domains:
+            wanted = [a for a in unique if is_internal(a, domains)]
+        for start in range(0, len(wanted), CHUNK):
+            chunk = wanted[start:start + CHUNK]
+            flt = " or ".join(in_filter(c, chunk) for c in spec.columns)
+            planned.append((spec.table, DataverseOperation.get(query_path(
+                spec.entity_set, select=spec.select, filter=flt))))
+    return planned
+
+
+def candidates_from(rows_by_table: Mapping[str, Sequence[dict[str, Any]]],
+                    addresses: Iterable[str | None]) -> dict[str, list[CandidateRecord]]:
+    """Which records carry each (normalised) address, from the rows those GETs returned."""
+    found: dict[str, list[CandidateRecord]] = {
+        a: [] for a in (normalize_address(x) for x in addresses) if a}
+    for spec in TABLES:
+        for row in rows_by_table.get(spec.table, ()):
+            record = _candidate(spec, row)
+            for column in spec.columns:
+                addr = normalize_address(row.get(column))
+                if addr in found and record not in found[addr]:
+                    found[addr].append(record)
+    return found
+
+
 def _candidate(spec: _Table, row: dict[str, Any]) -> CandidateRecord:
     if spec.table == "systemuser":
         active = not row.get("isdisabled")
     else:
         active = row.get("statecode", 0) == 0
-    name = row.get("fullname") or row.get("name")
     return CandidateRecord(spec.table, str(row[spec.key]), active,
-                           row.get("_ownerid_value"), name)
+                           row.get("_ownerid_value"), row.get(spec.name))
 
 
-__all__ = ["TABLES", "PartyResolver"]
+__all__ = ["TABLES", "PartyResolver", "candidates_from", "lookup_operations"]

@@ -15,6 +15,7 @@ from shared.api.http import ApiRequest
 from shared.api.problem import ApiError
 from shared.identity import Caller
 from shared.store.tracked import Regarding, TrackedMessage
+from shared.sync.batching import query_path
 from shared.sync.intents import (
     ActionRefused,
     build_appointment,
@@ -22,7 +23,6 @@ from shared.sync.intents import (
     candidates_by_address,
     item_key,
     party_operations,
-    query_path,
     resolve_all,
     retry_delay,
     status_view,
