@@ -481,20 +481,3 @@ def index_hints(node: Any) -> list[tuple[str, list[Any]]]:
     return hints
 
 
-def referenced_columns(node: Any) -> set[str]:
-    """Columns a filter reads on the top-level row (for field-security checks)."""
-    found: set[str] = set()
-
-    def walk(n: Any) -> None:
-        if isinstance(n, Prop) and n.var is None:
-            found.add(n.column)
-        elif isinstance(n, Node):
-            for arg in n.args:
-                if isinstance(arg, list):
-                    for item in arg:
-                        walk(item)
-                else:
-                    walk(arg)
-
-    walk(node)
-    return found

@@ -161,12 +161,6 @@ class CrmStore:
                 "@lookup": {"_businessunitid_value": "businessunit"},
             }))
 
-    def user_by_systemuser(self, systemuser_id: str) -> SandboxUser | None:
-        for user in self.world.users.values():
-            if user.systemuser_id == systemuser_id:
-                return user
-        return None
-
     def business_unit_of(self, systemuser_id: str) -> str:
         row = self.tables["systemuser"].rows.get(systemuser_id)
         return str(row.get("_businessunitid_value")) if row else ROOT_BUSINESS_UNIT

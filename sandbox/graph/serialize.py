@@ -83,10 +83,6 @@ class View:
         return item.imm_id if self.immutable else item.reg_id
 
 
-def _recipients(v: Any) -> Any:
-    return v
-
-
 def _message(mbx: Mailbox, item: Item, view: View) -> dict[str, Any]:
     d = item.data
     out = {

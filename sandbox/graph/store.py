@@ -14,7 +14,6 @@ import datetime as dt
 import os
 import secrets
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -275,5 +274,3 @@ class GraphStore:
             ops.seed_mailbox(mbx, raw)
 
 
-def new_guid() -> str:
-    return str(uuid.uuid4())

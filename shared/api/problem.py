@@ -46,9 +46,3 @@ def bad_request(field: str, detail: str) -> ApiError:
     return ApiError(400, "Invalid request", f"{field}: {detail}", field=field)
 
 
-def not_found(what: str, field: str | None = None) -> ApiError:
-    return ApiError(404, "Not found", f"{what} was not found", field=field)
-
-
-def conflict(detail: str, field: str | None = None) -> ApiError:
-    return ApiError(409, "Conflict", detail, field=field)
