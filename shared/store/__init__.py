@@ -16,7 +16,14 @@ from .mailboxes import MailboxRepository
 from .pending import PendingItem, PendingItemRepository
 from .queues import IntentQueue, JsonQueue, SyncJobQueue
 from .store import Store
-from .tracked import Claim, Regarding, TrackedMessage, TrackedMessageRepository
+from .tracked import (
+    Claim,
+    Regarding,
+    TrackedMessage,
+    TrackedMessageRepository,
+    TrackedPatch,
+)
+from .untracked import UntrackedRepository
 
 __all__ = [
     "AlreadyExists",
@@ -46,6 +53,8 @@ __all__ = [
     "SyncJobQueue",
     "TrackedMessage",
     "TrackedMessageRepository",
+    "TrackedPatch",
+    "UntrackedRepository",
     "due_bucket",
     "email_key",
     "intent_id_for",

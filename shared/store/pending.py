@@ -7,7 +7,6 @@ keeps its attempt count.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -16,7 +15,6 @@ from azure.data.tables import UpdateMode
 from pydantic import BaseModel
 
 from .documents import TableRepository
-from .errors import mapped_errors
 from .keys import safe_key, utc
 
 BATCH_LIMIT = 100  # Table Storage transactions hold at most 100 operations
@@ -54,27 +52,11 @@ class PendingItemRepository(TableRepository):
     async def add_many(self, items: Iterable[PendingItem], now: datetime) -> int:
         """Record items in transactions of up to 100 per mailbox; returns how many."""
         now = utc(now)
-        by_partition: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
-        for item in items:
-            row = _row(item.stream, item.item_id)
-            # a transaction may not touch one row twice: the last listing wins
-            by_partition[item.mailbox_id][row] = {
-                "PartitionKey": item.mailbox_id, "RowKey": row, "stream": item.stream,
-                "itemId": item.item_id, "removed": item.removed,
-                "addedAt": item.added_at or now,
-            }
-        table = await self._table()
-        count = 0
-        for entities in by_partition.values():
-            rows = list(entities.values())
-            for start in range(0, len(rows), BATCH_LIMIT):
-                chunk = rows[start : start + BATCH_LIMIT]
-                with mapped_errors(self.table_name):
-                    await table.submit_transaction(
-                        [("upsert", entity, {"mode": UpdateMode.MERGE}) for entity in chunk]
-                    )
-                count += len(chunk)
-        return count
+        return await self._upsert_many({
+            "PartitionKey": item.mailbox_id, "RowKey": _row(item.stream, item.item_id),
+            "stream": item.stream, "itemId": item.item_id, "removed": item.removed,
+            "addedAt": item.added_at or now,
+        } for item in items)
 
     async def list(self, mailbox_id: str, stream: str | None = None) -> list[PendingItem]:
         """Pending items of a mailbox, optionally of one stream (a row-key range)."""

@@ -14,6 +14,7 @@ from .mailboxes import MailboxRepository
 from .pending import PendingItemRepository
 from .queues import IntentQueue, SyncJobQueue
 from .tracked import TrackedMessageRepository
+from .untracked import UntrackedRepository
 
 
 class Store:
@@ -29,6 +30,7 @@ class Store:
         self.cursors = CursorRepository(clients)
         self.links = ItemLinkRepository(clients)
         self.tracked = TrackedMessageRepository(clients)
+        self.untracked = UntrackedRepository(clients)
         self.pending = PendingItemRepository(clients)
         self.intents = IntentRepository(clients)
         self.sync_queue = SyncJobQueue(clients, sync_queue_name)

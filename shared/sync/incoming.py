@@ -38,13 +38,15 @@ from shared.domain.tracking import (
     TrackingDecision,
     TrackingPolicy,
     decide,
+    has_category,
 )
 from shared.domain.tracking_token import find_token, format_token
 from shared.errors import ErrorKind, UpstreamError
 from shared.graph import BatchRequest
 from shared.settings import TrackingOption
 from shared.store import PendingItem
-from shared.store.tracked import TrackedMessage, TrackedMessageRepository
+from shared.store.tracked import TrackedPatch
+from shared.store.untracked import marker_key
 
 from .batching import batch_with_retry, in_filter, query_path
 from .categories import CategoryTagger
@@ -56,7 +58,6 @@ from .threads import (
     likely_reply,
     record_id_for,
     to_regarding,
-    tracked_ref,
 )
 
 log = logging.getLogger("sss.incoming")
@@ -84,11 +85,12 @@ class IncomingResult:
     pages: int = 0
     restarts: int = 0
     failed_items: int = 0
+    untracked: int = 0  # copies whose user removed the category
     folder_errors: list[str] = field(default_factory=list)
 
     @property
     def moved(self) -> int:
-        return self.created + self.linked + self.tagged
+        return self.created + self.linked + self.tagged + self.untracked
 
 
 async def _gather(calls: Iterable[Awaitable[T]], limit: int = CONCURRENCY) -> list[T]:
@@ -120,7 +122,6 @@ class _Work:
     facts: MessageFacts
     imid: str
     decision: TrackingDecision | None = None
-    known: TrackedMessage | None = None
 
 
 class IncomingEngine:
@@ -154,6 +155,8 @@ class IncomingEngine:
         self.result = IncomingResult()
         self._mailbox_by_address: dict[str, str | None] = {}
         self._conversations: dict[str, TrackedRef] = {}
+        self._patches: list[TrackedPatch] = []
+        self._untracked: set[str] | None = None
 
     # --- streams -----------------------------------------------------------------------------
 
@@ -244,7 +247,13 @@ class IncomingEngine:
     async def process(self, stream: str, items: Sequence[dict[str, Any]], *,
                       park: bool = True) -> dict[str, str]:
         """Handle one page of messages; returns {message id: error} of those that failed
-        on their own (parked as pending when `park`)."""
+        on their own (parked as pending when `park`).
+
+        Storage is touched per page, not per message: which messages are tracked already
+        comes from the same Dataverse query that finds the parents of replies, and the
+        tracked-message rows are merged in a few batch transactions. A row is read only for
+        a tracked message whose copy here lacks the category (tag it, or its user removed
+        the category: untrack this copy, keep the activity)."""
         works = [_Work(m, MessageFacts.from_graph(m), "") for m in items
                  if m.get("internetMessageId") and not m.get("isDraft")]
         for w in works:
@@ -252,33 +261,33 @@ class IncomingEngine:
         works = [w for w in works if w.imid]
         if not works:
             return {}
-        store = self.ctx.store
         if self.policy.correlation.in_reply_to:
             await self._fetch_threading([w for w in works if likely_reply(w.message)])
-        rows = await _gather(store.tracked.get(w.imid) for w in works)
-        by_mid: dict[str, TrackedRef] = {}
-        for w, row in zip(works, rows, strict=True):
-            if row is not None:
-                w.known = row[0]
-                ref = tracked_ref(row[0])
-                if ref is not None:
-                    by_mid[w.imid] = ref
-        lookups = await self._correlation_lookups(works, by_mid)
-
+        untracked = await self._untracked_keys()
+        lookups = await self._correlation_lookups(works)
+        by_mid = dict(lookups.by_message_id) if isinstance(lookups.by_message_id, Mapping) \
+            else {}
         if self.policy.option in (TrackingOption.FROM_LEADS_CONTACTS_ACCOUNTS,
                                   TrackingOption.FROM_EMAIL_ENABLED_RECORDS):
-            await self.resolver.prime(w.facts.sender for w in works
-                                      if w.known is None or w.known.state != "tracked")
-        to_tag: list[dict[str, Any]] = []
+            await self.resolver.prime(w.facts.sender for w in works if w.imid not in by_mid)
+        category = self.ctx.settings.tracked_category
+        known: list[tuple[_Work, TrackedRef]] = []
+        unsure: list[tuple[_Work, TrackedRef]] = []
         to_create: list[_Work] = []
-        regarding_updates: list[tuple[_Work, RegardingRef]] = []
+        regarding_updates: list[tuple[_Work, TrackedRef, RegardingRef]] = []
         for w in works:
+            has_tag = has_category(w.facts.categories, category)
+            if marker_key(w.imid) in untracked:
+                if not has_tag:
+                    continue  # its user untracked it: the cycle leaves it alone
+                await self.ctx.store.untracked.remove(self.user, w.imid)  # category put back
+                untracked.discard(marker_key(w.imid))
             ref = by_mid.get(w.imid)
             if ref is not None:
-                to_tag.append(w.message)
                 rule = self.policy.folder_rules.get(w.facts.folder_id or "")
                 if rule is not None and (ref.regarding is None or ref.regarding.id != rule.id):
-                    regarding_updates.append((w, rule))
+                    regarding_updates.append((w, ref, rule))
+                (known if has_tag else unsure).append((w, ref))
                 continue
             w.decision = decide(w.facts, self.policy,
                                 sender_tables=self.resolver.tables_of(w.facts.sender),
@@ -288,21 +297,55 @@ class IncomingEngine:
 
         failed: dict[str, str] = {}
         self._conversations = {}
+        self._patches = []
         created = await self._create(to_create, failed)
+        to_tag = [w for w, _ in await self._recheck(unsure)]
+        for w, ref in known:
+            self._record(w, ref.activity_id, None, found=True)
         await self._update_regarding(regarding_updates)
-        # _correlation_lookups always builds by_conversation as a dict (never a callable)
+        # tag before recording: a crash in between replays as "tracked and tagged", which
+        # records the copy; the other order would replay as "category removed by the user"
+        tagged = await self.tagger.tag(self.user, [w.message for w in to_tag + created])
+        self.result.tagged += max(0, tagged - len(created))
+        await self.ctx.store.tracked.merge_many(self._patches)
         known_threads = (lookups.by_conversation
                          if isinstance(lookups.by_conversation, Mapping) else {})
         fresh_threads = {c: r for c, r in self._conversations.items() if c not in known_threads}
         if fresh_threads:
             await self.conversations.remember_many(fresh_threads, self.ctx.clock())
-        tag_now = to_tag + [w.message for w in created]
-        tagged = await self.tagger.tag(self.user, tag_now)
-        self.result.tagged += max(0, tagged - len(created))
-        await self._tag_other_copies([w for w in created if w.known is None])
+        await self._tag_other_copies(created)
         if failed and park:
             await self._park(stream, failed)
         return failed
+
+    async def _untracked_keys(self) -> set[str]:
+        """The mailbox's untrack markers, read once per cycle (one query)."""
+        if self._untracked is None:
+            self._untracked = await self.ctx.store.untracked.keys(self.user)
+        return self._untracked
+
+    async def _recheck(self, unsure: list[tuple[_Work, TrackedRef]]
+                       ) -> list[tuple[_Work, TrackedRef]]:
+        """Tracked messages whose copy here has no category: a copy not tagged yet (tag and
+        record it), or one whose user removed the category, which untracks that copy
+        without deleting the activity (as Dynamics does). Returns the ones to tag."""
+        if not unsure:
+            return []
+        store = self.ctx.store
+        rows = await _gather(store.tracked.get(w.imid) for w, _ in unsure)
+        to_tag = []
+        for (w, ref), row in zip(unsure, rows, strict=True):
+            if row is not None and self.user in row[0].copies:
+                await store.tracked.drop_copy(w.imid, self.user)
+                await store.untracked.add([self.user], w.imid, self.ctx.clock())
+                if self._untracked is not None:
+                    self._untracked.add(marker_key(w.imid))
+                self.result.untracked += 1
+                log.info("mailbox %s: category removed, copy untracked", self.user)
+                continue
+            self._record(w, ref.activity_id, None, found=True)
+            to_tag.append((w, ref))
+        return to_tag
 
     async def _fetch_threading(self, works: list[_Work]) -> None:
         """In-Reply-To/References of likely replies only ($batch of 20): delta does not
@@ -323,107 +366,85 @@ class IncomingEngine:
             elif answer.error is not None and answer.error.kind is ErrorKind.TRANSIENT:
                 raise answer.error
 
-    async def _correlation_lookups(self, works: list[_Work], by_mid: dict[str, TrackedRef]
-                                   ) -> CorrelationLookups:
-        """Parents by message id (tracked table, then Dataverse), tokens (Dataverse) and
-        conversations (our table) for the messages that can correlate at all."""
+    async def _correlation_lookups(self, works: list[_Work]) -> CorrelationLookups:
+        """One Dataverse query for the activities of this page's messages and of the
+        messages the replies answer (In-Reply-To/References), one for subject tokens, and
+        our conversations table for the replies that can correlate by thread."""
         cp = self.policy.correlation
         replies = [w for w in works if likely_reply(w.message)]
-        parents: set[str] = set()
+        wanted: set[str] = {w.imid for w in works}
         if cp.in_reply_to:
             for w in replies:
-                parents.update(m for m in (w.facts.in_reply_to, *w.facts.references) if m)
-        parents -= by_mid.keys()
-        if parents:
-            rows = await _gather(self.ctx.store.tracked.get(p) for p in sorted(parents))
-            for row in rows:
-                if row is not None and (ref := tracked_ref(row[0])) is not None:
-                    by_mid[row[0].internet_message_id] = ref
-            parents -= by_mid.keys()
+                wanted.update(m for m in (w.facts.in_reply_to, *w.facts.references) if m)
         tokens: dict[int, str] = {}
         if cp.tracking_token:
             for w in works:
                 number = find_token(w.facts.subject, cp.token_prefix, cp.token_digits)
                 if number is not None:
                     tokens[number] = format_token(number, cp.token_prefix, cp.token_digits)
+        ops = [DataverseOperation.get(query_path(
+            "emails", select=EMAIL_SELECT, filter=in_filter("messageid", sorted(wanted))))]
+        if tokens:
+            ops.append(DataverseOperation.get(query_path(
+                "emails", select=EMAIL_SELECT,
+                filter=in_filter("trackingtoken", sorted(tokens.values())))))
+        by_mid: dict[str, TrackedRef] = {}
         by_token: dict[int, TrackedRef] = {}
-        if parents or tokens:
-            ops = []
-            if parents:
-                ops.append(DataverseOperation.get(query_path(
-                    "emails", select=EMAIL_SELECT, filter=in_filter("messageid", sorted(parents)))))
-            if tokens:
-                ops.append(DataverseOperation.get(query_path(
-                    "emails", select=EMAIL_SELECT,
-                    filter=in_filter("trackingtoken", sorted(tokens.values())))))
-            for result in await batch_with_retry(self.dv, ops):
-                result.raise_for_error()
-                for row in (result.body or {}).get("value", []):
-                    ref = TrackedRef(str(row["activityid"]), _regarding_of(row),
-                                     row.get("messageid"))
-                    if row.get("messageid") in parents:
-                        by_mid[str(row["messageid"])] = ref
-                    for number, token in tokens.items():
-                        if row.get("trackingtoken") == token:
-                            by_token[number] = ref
+        # as the app, not the owner: one activity per message across every mailbox is a
+        # system-wide duplicate check (ids only, as Dynamics' own), and an activity the
+        # owner may not read must still not be created twice
+        for result in await batch_with_retry(self.ctx.dataverse, ops):
+            result.raise_for_error()
+            for row in (result.body or {}).get("value", []):
+                ref = TrackedRef(str(row["activityid"]), _regarding_of(row),
+                                 row.get("messageid"))
+                if row.get("messageid") in wanted:
+                    by_mid[str(row["messageid"])] = ref
+                for number, token in tokens.items():
+                    if row.get("trackingtoken") == token:
+                        by_token[number] = ref
         by_conv: dict[str, TrackedRef] = {}
         if cp.conversation:
             conv_ids = sorted({w.facts.conversation_id for w in replies
                                if w.facts.conversation_id})
             refs = await _gather(self.conversations.get(c) for c in conv_ids)
             by_conv = {c: r for c, r in zip(conv_ids, refs, strict=True) if r is not None}
-        return CorrelationLookups(by_message_id=dict(by_mid), by_token=by_token,
+        return CorrelationLookups(by_message_id=by_mid, by_token=by_token,
                                   by_conversation=by_conv)
 
     # --- creating ----------------------------------------------------------------------------
 
     async def _create(self, works: list[_Work], failed: dict[str, str]) -> list[_Work]:
-        """Create the activities not in Dataverse yet; returns the works now tracked."""
+        """Create the activities not in Dataverse yet (the page's lookup found none);
+        returns the works now tracked."""
         if not works:
             return []
         done: list[_Work] = []
-        # emails made by someone else (another tool, the add-in, an old crash) are linked
-        existing: dict[str, Mapping[str, Any]] = {}
-        lookup = [DataverseOperation.get(query_path(
-            "emails", select=EMAIL_SELECT, filter=in_filter("messageid", [w.imid for w in works])))]
-        for result in await batch_with_retry(self.dv, lookup):
-            result.raise_for_error()
-            for row in (result.body or {}).get("value", []):
-                existing[str(row.get("messageid"))] = row
-        fresh = [w for w in works if w.imid not in existing]
-        for w in works:
-            if w.imid in existing:
-                row = existing[w.imid]
-                await self._record(w, str(row["activityid"]), _regarding_of(row))
-                self.result.linked += 1
-                done.append(w)
-        records: list[Awaitable[None]] = []
-        if fresh:
-            await self.resolver.prime(a for w in fresh for a in _addresses(w.message))
-            await self._auto_create(fresh)
-            ops = [DataverseOperation.create("emails", self._email_body(w)) for w in fresh]
-            await self.ctx.checkpoint("incoming:before-create")
-            results = await batch_with_retry(self.dv, ops,
-                                             max_wait=self.ctx.settings.retry_max_wait_seconds)
-            await self.ctx.checkpoint("incoming:after-create")
-            for w, result in zip(fresh, results, strict=True):
-                error = result.error
-                if error is None or error.status == 412:
-                    # 412: the deterministic id exists, another mailbox (or we) created it
-                    records.append(self._record(
-                        w, activity_id_for(w.imid),
-                        w.decision.regarding if w.decision is not None else None))
-                    if error is None:
-                        self.result.created += 1
-                    else:
-                        self.result.linked += 1
-                    done.append(w)
-                elif error.kind in (ErrorKind.TRANSIENT, ErrorKind.AUTH):
-                    raise error
+        await self.resolver.prime(a for w in works for a in _addresses(w.message))
+        await self._auto_create(works)
+        ops = [DataverseOperation.create("emails", self._email_body(w)) for w in works]
+        await self.ctx.checkpoint("incoming:before-create")
+        results = await batch_with_retry(self.dv, ops,
+                                         max_wait=self.ctx.settings.retry_max_wait_seconds)
+        await self.ctx.checkpoint("incoming:after-create")
+        for w, result in zip(works, results, strict=True):
+            error = result.error
+            if error is None or error.status == 412:
+                # 412: the deterministic id exists: another mailbox (or we, before a crash)
+                # created it, possibly one this owner may not read
+                regarding = w.decision.regarding if w.decision is not None else None
+                if error is None:
+                    self.result.created += 1
+                    self._record(w, activity_id_for(w.imid), regarding)
                 else:
-                    failed[str(w.message["id"])] = error.summary()
-                    self.result.failed_items += 1
-            await _gather(records)
+                    self.result.linked += 1
+                    self._record(w, activity_id_for(w.imid), None, found=True)
+                done.append(w)
+            elif error.kind in (ErrorKind.TRANSIENT, ErrorKind.AUTH):
+                raise error
+            else:
+                failed[str(w.message["id"])] = error.summary()
+                self.result.failed_items += 1
         return done
 
     def _email_body(self, w: _Work) -> dict[str, Any]:
@@ -471,37 +492,35 @@ class IncomingEngine:
                 log.warning("mailbox %s: automatic record creation refused: %s", self.user,
                             result.error.summary() if result.error else "?")
 
-    async def _record(self, w: _Work, activity_id: str, regarding: RegardingRef | None) -> None:
-        """The tracked-messages row every participant's cycle and the add-in read."""
-        store = self.ctx.store
-        copies = dict(w.known.copies) if w.known else {}
-        copies[self.user] = str(w.message.get("id"))
-        row = TrackedMessage(
-            internet_message_id=w.imid, state="tracked", activity_id=activity_id,
-            regarding=to_regarding(regarding), tracked_by=self.mailbox.owner_object_id,
-            tracked_at=self.ctx.clock(), claimed_by=self.user, copies=copies)
-        await store.tracked._upsert(TrackedMessageRepository._entity(row))  # noqa: SLF001
-        w.known = None
-        if w.facts.conversation_id:
+    def _record(self, w: _Work, activity_id: str, regarding: RegardingRef | None, *,
+                found: bool = False) -> None:
+        """Queue the tracked-messages row every participant's cycle and the add-in read
+        (written for the whole page by `merge_many`). `found`: the activity was there
+        already, so who tracked it and its regarding are left as stored."""
+        self._patches.append(TrackedPatch(
+            internet_message_id=w.imid, activity_id=activity_id, mailbox_id=self.user,
+            item_id=str(w.message.get("id")), regarding=to_regarding(regarding),
+            tracked_by=None if found else self.mailbox.owner_object_id,
+            tracked_at=None if found else self.ctx.clock()))
+        if w.facts.conversation_id and not found:
             self._conversations[w.facts.conversation_id] = TrackedRef(activity_id, regarding,
                                                                       w.imid)
 
-    async def _update_regarding(self, updates: list[tuple[_Work, RegardingRef]]) -> None:
+    async def _update_regarding(self, updates: list[tuple[_Work, TrackedRef, RegardingRef]]
+                                ) -> None:
         """A tracked message moved into a tracked folder takes that folder's record."""
         if not updates:
             return
-        ops = []
-        for w, rule in updates:
-            ref = by = None
-            by = tracked_ref(w.known) if w.known else None
-            ref = by.activity_id if by else activity_id_for(w.imid)
-            ops.append(DataverseOperation.update("emails", ref, regarding_bind(rule.table,
-                                                                                rule.id)))
-        for (w, rule), result in zip(updates, await batch_with_retry(self.dv, ops), strict=True):
+        ops = [DataverseOperation.update("emails", ref.activity_id,
+                                         regarding_bind(rule.table, rule.id))
+               for _, ref, rule in updates]
+        for (w, ref, rule), result in zip(updates, await batch_with_retry(self.dv, ops),
+                                          strict=True):
             if result.ok:
-                known = tracked_ref(w.known) if w.known else None
-                activity = known.activity_id if known is not None else activity_id_for(w.imid)
-                await self._record(w, activity, rule)
+                self._patches.append(TrackedPatch(
+                    internet_message_id=w.imid, activity_id=ref.activity_id,
+                    mailbox_id=self.user, item_id=str(w.message.get("id")),
+                    regarding=to_regarding(rule)))
                 self.result.linked += 1
             elif result.error is not None and result.error.kind is ErrorKind.TRANSIENT:
                 raise result.error

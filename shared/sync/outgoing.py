@@ -30,7 +30,7 @@ from shared.domain.sendrate import allowance, prune
 from shared.errors import ErrorKind, UpstreamError
 from shared.store import PendingItem
 from shared.store.keys import utc
-from shared.store.tracked import TrackedMessage, TrackedMessageRepository
+from shared.store.tracked import TrackedMessage
 
 from .context import SyncContext
 from .incoming import _regarding_of
@@ -160,7 +160,7 @@ class OutgoingEngine:
                              tracked_by=self.mailbox.owner_object_id,
                              tracked_at=self.ctx.clock(), claimed_by=self.user,
                              copies={self.user: None})
-        await self.ctx.store.tracked._upsert(TrackedMessageRepository._entity(row))  # noqa: SLF001
+        await self.ctx.store.tracked.put(row)
         if conversation_id:
             await ConversationRepository(self.ctx.store.clients).remember(
                 conversation_id, TrackedRef(aid, regarding, key), self.ctx.clock())

@@ -20,9 +20,8 @@ from azure.data.tables import UpdateMode
 
 from shared.domain.correlation import RegardingRef, TrackedRef
 from shared.store.documents import TableRepository
-from shared.store.errors import mapped_errors
 from shared.store.keys import safe_key
-from shared.store.tracked import Regarding, TrackedMessage
+from shared.store.tracked import Regarding
 
 _NAMESPACE = uuid.UUID("9b0e4a52-5f2d-4f57-9c55-3f8a1d8b7c11")
 _REPLY_PREFIX = re.compile(r"^\s*(re|aw|sv|vs|antw|fw|fwd|wg|tr|rv|odp|ynt)\s*(\[\d+\])?\s*:",
@@ -55,14 +54,6 @@ def likely_reply(message: Mapping[str, Any]) -> bool:
         return False
 
 
-def tracked_ref(message: TrackedMessage) -> TrackedRef | None:
-    if message.state != "tracked" or not message.activity_id:
-        return None
-    regarding = (RegardingRef(message.regarding.table, message.regarding.id)
-                 if message.regarding else None)
-    return TrackedRef(message.activity_id, regarding, message.internet_message_id)
-
-
 def to_regarding(ref: RegardingRef | None) -> Regarding | None:
     return Regarding(table=ref.table, id=ref.id) if ref else None
 
@@ -87,13 +78,8 @@ class ConversationRepository(TableRepository):
 
     async def remember_many(self, items: dict[str, TrackedRef], now: datetime) -> None:
         """One transaction per 100 rows (one partition): a page costs one request, not 100."""
-        rows = [self._entity(c, ref, now) for c, ref in items.items()]
-        table = await self._table()
-        for start in range(0, len(rows), 100):
-            with mapped_errors(self.table_name):
-                await table.submit_transaction(
-                    [("upsert", row, {"mode": UpdateMode.REPLACE})
-                     for row in rows[start:start + 100]])
+        await self._upsert_many((self._entity(c, ref, now) for c, ref in items.items()),
+                                mode=UpdateMode.REPLACE)
 
     @staticmethod
     def _entity(conversation_id: str, ref: TrackedRef, now: datetime) -> dict[str, Any]:
@@ -106,4 +92,4 @@ class ConversationRepository(TableRepository):
 
 
 __all__ = ["ConversationRepository", "activity_id_for", "likely_reply", "record_id_for",
-           "to_regarding", "tracked_ref"]
+           "to_regarding"]
