@@ -199,3 +199,67 @@ async def test_both_enabled_participants_show_the_tracked_category(app_host: Fun
     assert len(emails_by_messageid(app_host, imid)) == 1
     assert CATEGORY in copy_of(app_host, ALEX_UPN, imid)["categories"]
     assert CATEGORY in copy_of(app_host, MEGAN_UPN, imid)["categories"]
+
+
+def _set_categories(host: FunctionHost, upn: str, item_id: str, categories: list[str]) -> None:
+    response = host.sandbox.control.patch(
+        f"/_sandbox/graph/mailboxes/{upn}/messages/{item_id}", json={"categories": categories})
+    assert response.status_code == 200, response.text
+
+
+async def test_removing_the_category_untracks_the_copy_and_keeps_the_activity(
+        app_host: FunctionHost) -> None:
+    """Dynamics: removing the tracked category untracks without deleting; the cycle must
+    not track it again by itself, and putting the category back tracks it again."""
+    [sent] = deliver(app_host, to=[ALEX_UPN], subject="Keep me out",
+                     **{"from": "ana@fabrikam.com"})
+    imid = sent["internetMessageId"]
+    await enable(app_host, ALEX, tracking_option="all")
+    await tick_and_drain(app_host)
+    [email] = emails_by_messageid(app_host, imid)
+    ctx = await context()
+    row, _ = await ctx.store.tracked.get(imid)
+    assert set(row.copies) == {ALEX}
+
+    _set_categories(app_host, ALEX_UPN, copy_of(app_host, ALEX_UPN, imid)["id"], [])
+    [outcome] = await cycle_at(13, ctx)
+    assert all(c.error is None for c in outcome.channels.values())
+    assert emails_by_messageid(app_host, imid) == [email]  # the activity stays
+    row, _ = await ctx.store.tracked.get(imid)
+    assert row.state == "tracked" and ALEX not in row.copies
+    await cycle_at(26, ctx)  # and the next cycle leaves the copy alone
+    assert CATEGORY not in copy_of(app_host, ALEX_UPN, imid)["categories"]
+    assert len(emails_by_messageid(app_host, imid)) == 1
+
+    _set_categories(app_host, ALEX_UPN, copy_of(app_host, ALEX_UPN, imid)["id"], [CATEGORY])
+    await cycle_at(39, ctx)
+    row, _ = await ctx.store.tracked.get(imid)
+    assert ALEX in row.copies
+    assert await ctx.store.untracked.keys(ALEX) == set()
+    assert len(emails_by_messageid(app_host, imid)) == 1
+
+
+async def test_echo_of_our_own_tag_costs_no_table_read(app_host: FunctionHost) -> None:
+    """The category we put on copies comes back in the next delta: that round is settled
+    from the page's one Dataverse query and a batched merge, with no read per message."""
+    sent = [deliver(app_host, to=[ALEX_UPN], subject=f"Batch {i}",
+                    **{"from": "ana@fabrikam.com"})[0] for i in range(60)]
+    await enable(app_host, ALEX, tracking_option="all")
+    await tick_and_drain(app_host)
+    from shared.store.tracked import BUCKETS
+
+    ctx = await context()
+    counter = ctx.store.counter
+
+    async def storage_requests_of_a_cycle(minutes: int) -> int:
+        before = counter.count
+        [outcome] = await cycle_at(minutes, ctx)
+        assert all(c.error is None for c in outcome.channels.values())
+        return counter.count - before
+
+    echo = await storage_requests_of_a_cycle(13)  # 60 copies come back with the category
+    idle = await storage_requests_of_a_cycle(26)  # nothing new
+    # one merge transaction per bucket at most, and the one query of untrack markers
+    assert echo - idle <= BUCKETS + 1, (echo, idle)
+    for message in sent:
+        assert len(emails_by_messageid(app_host, message["internetMessageId"])) == 1
