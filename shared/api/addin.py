@@ -158,7 +158,8 @@ async def user_actor(runtime: Runtime, caller: Caller) -> Actor:
         await provider.get_token(caller.token, settings.dataverse_scope)
 
     return Actor(object_id=caller.object_id, graph=graph, dataverse=dataverse,
-                 app_dataverse=runtime.dataverse, app_graph=runtime.graph, warm=warm)
+                 app_dataverse=runtime.dataverse, app_graph=runtime.graph, warm=warm,
+                 cold=not provider.has_token(caller.token, settings.graph_scope))
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -227,7 +228,8 @@ async def _action(request: ApiRequest, action: IntentAction, model: type[BaseMod
     # The stored intent (a replay?) and the validation reads go out together: both are reads,
     # so a refused or replayed request still writes nothing.
     check = asyncio.ensure_future(  # first: it is the longer of the two
-        asyncio.wait_for(Executor(settings, store, actor).prefetch(payload), remaining()))
+        asyncio.wait_for(Executor(settings, store, actor).prefetch(
+            payload, speculate=action == "track"), remaining()))
     lookup = asyncio.ensure_future(store.intents.get(mailbox_id, intent_id))
     try:
         found = await lookup

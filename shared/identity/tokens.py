@@ -184,6 +184,7 @@ class OboTokenProvider:
         self.refresh_margin = refresh_margin
         self._app: Any = None
         self._cache: OrderedDict[tuple[str, str], _Cached] = OrderedDict()
+        self._exchanges: dict[tuple[str, str], asyncio.Future[str]] = {}
         self._lock: asyncio.Lock | None = None
 
     def _build_app(self) -> Any:
@@ -218,12 +219,33 @@ class OboTokenProvider:
         if app is not None:
             await asyncio.to_thread(app.http_client.close)
 
+    def has_token(self, user_assertion: str, scope: str) -> bool:
+        """Whether a usable token for (assertion, scope) is cached: no exchange needed."""
+        cached = self._cache.get((hashlib.sha256(user_assertion.encode()).hexdigest(), scope))
+        return cached is not None and time.time() < cached.expires_on - self.refresh_margin
+
     async def get_token(self, user_assertion: str, scope: str, *, force: bool = False) -> str:
         key = (hashlib.sha256(user_assertion.encode()).hexdigest(), scope)
         cached = self._cache.get(key)
         if cached and not force and time.time() < cached.expires_on - self.refresh_margin:
             self._cache.move_to_end(key)
             return cached.token
+        # One exchange per (assertion, scope) at a time: requests that need the token while it
+        # is being fetched (the add-in's parallel reads) wait for that exchange, not start more.
+        exchange = self._exchanges.get(key)
+        if exchange is None or force or exchange.get_loop() is not asyncio.get_running_loop():
+            exchange = asyncio.ensure_future(self._exchange(key, user_assertion, scope))
+            self._exchanges[key] = exchange
+            exchange.add_done_callback(lambda done: self._forget(key, done))
+        return await asyncio.shield(exchange)
+
+    def _forget(self, key: tuple[str, str], done: asyncio.Future[str]) -> None:
+        if self._exchanges.get(key) is done:
+            del self._exchanges[key]
+        if not done.cancelled():
+            done.exception()  # retrieved here: it is raised to every caller that still waits
+
+    async def _exchange(self, key: tuple[str, str], user_assertion: str, scope: str) -> str:
         app = await self._application()
         try:
             result = await asyncio.to_thread(app.acquire_token_on_behalf_of, user_assertion,

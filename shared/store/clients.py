@@ -8,7 +8,9 @@ it already created so "create on first use" costs one request per process, not p
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+from pathlib import Path
 from typing import Any
 
 from azure.data.tables.aio import TableClient, TableServiceClient
@@ -65,7 +67,8 @@ class StorageClients:
     ) -> StorageClients:
         """Connection string (Azurite, keys) or identity-based `AzureWebJobsStorage__*`."""
         counter = counter or RequestCounter()
-        options: dict[str, Any] = {"raw_request_hook": counter}
+        options: dict[str, Any] = {"raw_request_hook": counter,
+                                   "use_env_settings": environment_settings_in_use()}
         if settings.storage_connection_string:
             conn = settings.storage_connection_string
             tables = TableServiceClient.from_connection_string(conn, **options)
@@ -152,6 +155,22 @@ class StorageClients:
             await self._credential.close()
 
 
+_PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "WS_PROXY", "WSS_PROXY")
+
+
+def environment_settings_in_use() -> bool:
+    """Whether the storage SDKs should read proxy variables and ~/.netrc (aiohttp `trust_env`).
+
+    With `trust_env` aiohttp reads ~/.netrc and the proxy variables in a worker thread on every
+    request: two thread hand-offs per Table/Queue call, on the add-in's hot path. Proxies and
+    netrc are deployment settings, so they are looked at once, here: when none is configured
+    the per-request lookups are switched off; when one is, the SDK honours it as before."""
+    if any(os.environ.get(name) or os.environ.get(name.lower()) for name in _PROXY_VARIABLES):
+        return True
+    netrc = os.environ.get("NETRC") or str(Path.home() / ".netrc")
+    return Path(netrc).is_file()
+
+
 def _identity_credential(settings: Settings) -> Any:
     """Managed identity when asked (`__credential=managedidentity`), else the default chain."""
     from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
@@ -163,4 +182,4 @@ def _identity_credential(settings: Settings) -> Any:
     return DefaultAzureCredential()
 
 
-__all__ = ["RequestCounter", "StorageClients"]
+__all__ = ["RequestCounter", "StorageClients", "environment_settings_in_use"]

@@ -126,7 +126,9 @@ class Actor:
     """Who acts, and through which clients. `graph`/`dataverse` act as the caller (OBO, or
     app-only on the caller's mailbox with CallerObjectId); `app_dataverse` is the application
     user, used only for id lookups (duplicate checks) a user-scoped reader could miss, and
-    `app_graph` for removing the category from other participants' copies."""
+    `app_graph` for removing the category from other participants' copies and, when the
+    caller's OBO token is not cached yet (`cold`), for the speculative read of their item (see
+    `Executor.prefetch`)."""
 
     object_id: str
     graph: GraphClient
@@ -134,6 +136,7 @@ class Actor:
     app_dataverse: DataverseClient
     app_graph: GraphClient | None = None
     warm: Any = None  # awaitable factory that pre-fetches OBO tokens in parallel
+    cold: bool = False  # the caller's Graph OBO token must be exchanged first
 
     @property
     def mailbox_id(self) -> str:
@@ -148,11 +151,28 @@ def app_actor(runtime: Any, object_id: str) -> Actor:
 
 
 @dataclass
+class Reads:
+    """Round 2's reads of a track: the activity already in the CRM for the key, the caller's
+    systemuserid and the party rows for the addresses, as read for `key` and `addresses`."""
+
+    key: str
+    addresses: list[str]
+    existing_id: str | None
+    systemuser_id: str | None
+    rows: dict[str, list[dict[str, Any]]]
+
+
+@dataclass
 class Prefetched:
-    """What the validation step already read, so the attempt does not read it again."""
+    """What the validation step already read, so the attempt does not read it again.
+
+    `reads`: round 2's reads started speculatively from the app's read of the item (cold
+    path); the attempt uses them only if they were made for the item the caller's own read
+    returned (same key, same addresses). They are reads only: nothing is written from them."""
 
     item: dict[str, Any]
     regarding: Regarding | None = None
+    reads: asyncio.Future[Reads | None] | None = None
 
 
 @dataclass
@@ -211,6 +231,10 @@ def email_addresses(message: Mapping[str, Any]) -> list[str]:
     out += [a for a, _ in graph_recipients(message.get("toRecipients"))]
     out += [a for a, _ in graph_recipients(message.get("ccRecipients"))]
     return out
+
+
+def _addresses(item_type: str, item: Mapping[str, Any]) -> list[str]:
+    return event_addresses(item) if item_type == "event" else email_addresses(item)
 
 
 def _attendees(event: Mapping[str, Any], kind: str) -> list[str]:
@@ -311,11 +335,13 @@ class Executor:
         # Awaited before the first write of an action (the intent being written meanwhile must
         # be durable first); may raise Superseded. None: the intent is already stored.
         self.ready = ready
-        # Set by `attempt`: a track's last row write is left running (`row_write`) so that the
-        # intent's outcome is written at the same time; `conclude` awaits both.
+        # Set by `attempt`: a track's last row write is left to `_conclude` (`row_write`: how
+        # to start it, and how to redo it if the row changed meanwhile) so that it goes out
+        # with the intent's outcome.
         self.defer_row = False
-        self.row_write: tuple[asyncio.Future[Any], Callable[[], Awaitable[Outcome]]] | None \
-            = None
+        self.row_write: tuple[Callable[[], Awaitable[Any]],
+                              Callable[[], Awaitable[Outcome]]] | None = None
+        self.key: str | None = None  # the TrackedMessage key the action works on
 
     async def _ready(self) -> None:
         if self.ready is not None:
@@ -365,25 +391,84 @@ class Executor:
             row.get("name") or row.get("fullname") or row.get("title"))
         return Regarding(table=table, id=record_id, name=name)
 
-    async def prefetch(self, payload: Mapping[str, Any]) -> Prefetched:
-        """Round trip 1: the item and the regarding record, in parallel (token warm-up too)."""
+    async def prefetch(self, payload: Mapping[str, Any], *, speculate: bool = False
+                       ) -> Prefetched:
+        """Round trip 1: the item and the regarding record, in parallel (token warm-up too).
+
+        With `speculate` (a track whose caller's Graph OBO token is not cached: round 1 is then
+        the OBO exchange and the item's read as the user is round 2), the item is also read
+        with the app's own Graph client, from the caller's own mailbox only, while the token
+        is exchanged; round 2's reads (`Reads`) start from that copy, alongside the read as the
+        user. They are reads only, and `track` uses them only if the caller's own read returns
+        the same item; that read still decides whether the request is refused. If the app may
+        not read the mailbox, the path is the sequential one."""
+        speculation: asyncio.Future[Reads | None] | None = None
+        if speculate and self.actor.cold and self.actor.app_graph is not None:
+            speculation = asyncio.ensure_future(
+                self._speculate(payload["item_type"], payload["item_id"]))
         jobs: list[Any] = [self.fetch_item(payload["item_type"], payload["item_id"])]
         if payload.get("regarding"):
             jobs.append(self.read_regarding(payload["regarding"]))
         elif self.actor.warm is not None:
             jobs.append(self.actor.warm())
-        results = await asyncio.gather(*jobs, return_exceptions=True)
-        for result in results:  # a refusal outranks a transient failure of the other half
-            if isinstance(result, ActionRefused):
-                raise result
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        try:
+            results = await asyncio.gather(*jobs, return_exceptions=True)
+            for result in results:  # a refusal outranks a transient failure of the other half
+                if isinstance(result, ActionRefused):
+                    raise result
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+        except BaseException:
+            if speculation is not None:
+                speculation.cancel()
+            raise
         item = results[0]
         regarding = results[1] if payload.get("regarding") else None
         if isinstance(item, BaseException) or isinstance(regarding, BaseException):
             raise AssertionError("unreachable: every exception was raised above")
-        return Prefetched(item=item, regarding=regarding)
+        return Prefetched(item=item, regarding=regarding, reads=speculation)
+
+    async def _speculate(self, item_type: str, item_id: str) -> Reads | None:
+        """The item as the app reads it in the caller's own mailbox, then round 2's reads for
+        it (as the caller through OBO, and the ids-only duplicate check). None when the app
+        cannot read it or a read fails: the attempt then reads as usual."""
+        graph = self.actor.app_graph
+        assert graph is not None
+        try:
+            if item_type == "event":
+                item = await graph.get_event(self.actor.object_id, item_id, select=EVENT_SELECT)
+            else:
+                item = await graph.get_message(self.actor.object_id, item_id,
+                                               select=MESSAGE_SELECT)
+            key = item_key(item_type, item)
+        except (UpstreamError, ActionRefused) as error:
+            log.info("speculative read not used: %s", type(error).__name__)
+            return None
+        addresses = _addresses(item_type, item)
+        existing, batch = await asyncio.gather(self._lookup_existing(item_type, key),
+                                               self._user_batch(addresses),
+                                               return_exceptions=True)
+        if isinstance(existing, BaseException) or isinstance(batch, BaseException):
+            return None
+        return Reads(key, addresses, existing, batch[0], batch[1])
+
+    async def _reads(self, item_type: str, key: str, addresses: list[str],
+                     pre: Prefetched) -> Reads:
+        """Round 2's reads for this item: the speculative ones when they were made for it,
+        else read now (all of them, or only the party lookups if just the addresses differ)."""
+        reads = None
+        speculated, pre.reads = pre.reads, None  # used once
+        if speculated is not None and not speculated.cancelled():
+            reads = await speculated  # never raises: a failed speculation is None
+        if reads is not None and reads.key == key:
+            if reads.addresses == addresses:
+                return reads
+            user_id, rows = await self._user_batch(addresses)
+            return Reads(key, addresses, reads.existing_id, user_id, rows)
+        existing, (user_id, rows) = await asyncio.gather(
+            self._lookup_existing(item_type, key), self._user_batch(addresses))
+        return Reads(key, addresses, existing, user_id, rows)
 
     async def _lookup_existing(self, item_type: str, key: str) -> str | None:
         """The activity already in the CRM for this message/meeting (ids only, app user)."""
@@ -472,7 +557,7 @@ class Executor:
 
     def _save_row_with_outcome(self, key: str, change: Any, known: tuple[TrackedMessage, str],
                                answer: Callable[[TrackedMessage], Outcome]) -> TrackedMessage:
-        """`_save_row` with a known row, started but not awaited (see `conclude`): the row as
+        """`_save_row` with a known row, left to `_conclude` (not started here): the row as
         it will be written. If it changed meanwhile, `redo` writes it the long way and answers
         from what was written."""
         message, etag = known
@@ -480,7 +565,10 @@ class Executor:
         change(message)
         if message.model_dump() == before:
             return message
-        write = asyncio.ensure_future(self.store.tracked.update(message, etag))
+        written = message.model_copy(deep=True)
+
+        async def write() -> str:
+            return await self.store.tracked.update(written, etag)
 
         async def redo() -> Outcome:
             return answer(await self._save_row(key, change))
@@ -544,13 +632,15 @@ class Executor:
         if pre is None:
             pre = await self.prefetch(payload)
         item, regarding = pre.item, pre.regarding
-        key = item_key(item_type, item)
-        addresses = event_addresses(item) if item_type == "event" else email_addresses(item)
+        key = self.key = item_key(item_type, item)
+        addresses = _addresses(item_type, item)
+        await settled(key=key)  # this process's own answered track of it, still being recorded
 
         now = self.clock()
-        claim, existing_id, (user_id, rows) = await asyncio.gather(
-            self._claim_row(key, str(item["id"]), now), self._lookup_existing(item_type, key),
-            self._user_batch(addresses))
+        claim, reads = await asyncio.gather(
+            self._claim_row(key, str(item["id"]), now),
+            self._reads(item_type, key, addresses, pre))
+        existing_id, user_id, rows = reads.existing_id, reads.systemuser_id, reads.rows
         row, etag = claim.message, claim.etag
         if not claim.won and row.state == "tracked" and row.activity_id:
             activity_id, outcome = row.activity_id, "existing"
@@ -836,7 +926,8 @@ async def _conclude(store: Store, intent: Intent, etag: str, executor: Executor,
     pending, executor.row_write = executor.row_write, None
     if pending is None:
         return await _save_attempt(store, intent, etag)
-    row_write, redo = pending
+    start_row_write, redo = pending
+    row_write: asyncio.Future[Any] = asyncio.ensure_future(start_row_write())
     intent_write: asyncio.Future[str] = asyncio.ensure_future(
         _save_attempt(store, intent, etag))
     await asyncio.wait([intent_write, row_write])

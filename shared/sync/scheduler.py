@@ -5,6 +5,11 @@ requests proportional to the mailboxes due, not to the mailboxes registered. A l
 mailbox (ETag-guarded) makes overlapping ticks harmless: the second finds the lease held and
 skips. A mailbox whose worker died keeps its due row; once the lease expires the next tick
 takes it over.
+
+Pending Send: the tick's one org-wide query of emails waiting to be sent also brings forward
+the outgoing channel of a sender's mailbox that is not due (at most once per
+`SYNC_INTERVAL_MIN_MINUTES`), so an email goes out within a tick instead of waiting for a quiet
+mailbox's next cycle (up to `SYNC_INTERVAL_MAX_MINUTES`).
 """
 
 from __future__ import annotations
@@ -13,14 +18,16 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from shared.dataverse import DataverseClient
-from shared.domain.mailbox import Mailbox
+from shared.domain.mailbox import Channel, Mailbox
 from shared.errors import UpstreamError
 from shared.settings import Settings
-from shared.store import DueEntry, Store
+from shared.store import ConcurrencyError, DueEntry, Store
 from shared.store.keys import due_bucket
+
+from .batching import in_filter
 
 log = logging.getLogger("sss.scheduler")
 
@@ -35,6 +42,7 @@ class TickResult:
     enqueued: int = 0
     leased_elsewhere: int = 0
     stale: int = 0
+    sent_early: int = 0  # mailboxes brought forward for Pending Send email
     storage_requests: int = 0
     mailbox_ids: list[str] = field(default_factory=list)
 
@@ -68,6 +76,47 @@ async def pending_send_senders(dataverse: DataverseClient | None) -> set[str] | 
     return senders
 
 
+async def _bring_forward(settings: Settings, store: Store, dataverse: DataverseClient,
+                         systemuser_ids: set[str], now: datetime) -> list[DueEntry]:
+    """Make the outgoing channel of these senders' mailboxes due now (one Dataverse query
+    maps system users to their Entra object ids, the mailboxes' ids)."""
+    if not systemuser_ids:
+        return []
+    try:
+        owners = [str(row["azureactivedirectoryobjectid"]).lower() async for row in
+                  dataverse.list("systemusers", select=["azureactivedirectoryobjectid"],
+                                 filter=in_filter("systemuserid", sorted(systemuser_ids)))
+                  if row.get("azureactivedirectoryobjectid")]
+    except UpstreamError as error:
+        log.warning("pending-send owners not found: %s", error.summary())
+        return []
+    quiet_for = timedelta(minutes=settings.sync_interval_min_minutes)
+
+    async def one(owner: str) -> DueEntry | None:
+        found = await store.mailboxes.get(owner)
+        if found is None:
+            return None
+        mailbox, etag = found
+        status = mailbox.channels.get(Channel.OUTGOING)
+        if not mailbox.enabled or status is None or not status.enabled \
+                or status.next_due_at is None or status.next_due_at <= now \
+                or (status.last_cycle_at is not None and now - status.last_cycle_at < quiet_for):
+            return None
+        previous = mailbox.next_due_at
+        status.next_due_at = now
+        await store.due.set_due(mailbox.mailbox_id, now)
+        try:
+            await store.mailboxes.update(mailbox, etag)
+        except ConcurrencyError:  # changed meanwhile (a cycle just ran): the next tick sees
+            return None           # it; the extra index row is dropped as stale then
+        if previous is not None and due_bucket(previous) != due_bucket(now):
+            await store.due.remove(mailbox.mailbox_id, previous)
+        return DueEntry(mailbox.mailbox_id, now)
+
+    entries = await asyncio.gather(*(one(owner) for owner in owners))
+    return [e for e in entries if e is not None]
+
+
 async def run_tick(
     settings: Settings, store: Store, now: datetime, *,
     dataverse: DataverseClient | None = None, limit: int = DEFAULT_LIMIT,
@@ -78,9 +127,10 @@ async def run_tick(
     start = store.request_count
     entries = await store.due.list_due(now, limit)
     result.due = len(entries)
-    senders = await pending_send_senders(dataverse) if entries else set()
+    senders = await pending_send_senders(dataverse)
     gate = asyncio.Semaphore(CONCURRENCY)
     seen: set[str] = set()
+    seen_senders: set[str] = set()
 
     async def one(entry: DueEntry) -> None:
         async with gate:
@@ -96,6 +146,7 @@ async def run_tick(
             if mailbox.mailbox_id in seen:  # a duplicate index row (crash between writes)
                 return
             seen.add(mailbox.mailbox_id)
+            seen_senders.add((mailbox.systemuser_id or "").lower())
             owner = f"{result.tick_id}:{mailbox.mailbox_id}"
             lease = await store.leases.try_acquire(
                 mailbox.mailbox_id, owner, now, settings.lease_seconds)
@@ -113,6 +164,11 @@ async def run_tick(
             result.mailbox_ids.append(mailbox.mailbox_id)
 
     await asyncio.gather(*(one(entry) for entry in entries))
+    if senders and dataverse is not None:
+        early = await _bring_forward(settings, store, dataverse, senders - seen_senders, now)
+        result.due += len(early)
+        result.sent_early = len(early)
+        await asyncio.gather(*(one(entry) for entry in early))
     result.storage_requests = store.request_count - start
     log.info("scheduler tick %s: due=%d enqueued=%d leased_elsewhere=%d stale=%d requests=%d",
              result.tick_id, result.due, result.enqueued, result.leased_elsewhere,

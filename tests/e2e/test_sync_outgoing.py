@@ -121,3 +121,28 @@ async def test_unsendable_email_is_failed_with_reason(app_host: FunctionHost) ->
     status = await mailbox_status(app_host, ALEX)
     assert any(row["activityid"] in e["message"] for e in status["recent_errors"])
     assert outbox(app_host) == []
+
+
+async def test_pending_send_of_a_mailbox_not_due_goes_out_at_the_next_tick(
+        app_host: FunctionHost) -> None:
+    """A quiet mailbox is due every 12 minutes at most; its Pending Send email must not wait
+    for that: the tick's Pending Send scan brings the outgoing channel forward."""
+    from tests.e2e.sync_support import mailbox_status
+
+    await enable(app_host, ALEX)
+    await tick_and_drain(app_host)  # the first cycle: the next one is minutes away
+    before = await mailbox_status(app_host, ALEX)
+    row = pending_send(app_host, subject="Right away")
+    await cycle_at(1)  # within SYNC_INTERVAL_MIN_MINUTES of the last cycle: not yet
+    assert email(app_host, row["activityid"])["statuscode"] == 6
+    outcomes = await cycle_at(2.5)  # before the mailbox's own next cycle (5 minutes)
+    assert [o.status for o in outcomes] == ["ran"]
+    sent = email(app_host, row["activityid"])
+    assert sent["statuscode"] == 3
+    assert [m["subject"] for m in outbox(app_host)] == ["Right away"]
+    after = await mailbox_status(app_host, ALEX)
+    # only the outgoing channel ran early; incoming keeps its own cadence
+    assert after["channels"]["incoming"]["last_cycle_at"] == \
+        before["channels"]["incoming"]["last_cycle_at"]
+    assert after["channels"]["outgoing"]["last_cycle_at"] != \
+        before["channels"]["outgoing"]["last_cycle_at"]
