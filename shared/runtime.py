@@ -55,6 +55,9 @@ class Runtime:
                                timeout=self.settings.http_timeout_seconds)
 
     async def close(self) -> None:
+        from shared.sync.intents import drain_bookkeeping
+
+        await drain_bookkeeping()  # answered add-in actions still being recorded
         await self.graph.aclose()
         await self.dataverse.aclose()
         await self.validator.aclose()

@@ -75,6 +75,7 @@ from shared.sync.intents import (
     party_operations,
     resolve_all,
     retry_delay,
+    settled,
     status_view,
 )
 from shared.sync.lifecycle import LifecycleError, MailboxService
@@ -230,7 +231,7 @@ async def _action(request: ApiRequest, action: IntentAction, model: type[BaseMod
     check = asyncio.ensure_future(  # first: it is the longer of the two
         asyncio.wait_for(Executor(settings, store, actor).prefetch(
             payload, speculate=action == "track"), remaining()))
-    lookup = asyncio.ensure_future(store.intents.get(mailbox_id, intent_id))
+    lookup = asyncio.ensure_future(_stored_intent(store, mailbox_id, intent_id))
     try:
         found = await lookup
     except BaseException:
@@ -260,8 +261,8 @@ async def _action(request: ApiRequest, action: IntentAction, model: type[BaseMod
         else:
             # The first attempt's reads overlap the intent write; its writes wait for it.
             try:
-                intent, etag = await attempt_created(settings, store, actor, write, action,
-                                                     payload, pre=pre, within=remaining())
+                answered, _ = await attempt_created(settings, store, actor, write, action,
+                                                    payload, pre=pre, within=remaining())
             except Superseded as already:  # the same request, concurrently: as if found
                 intent, etag, created = already.intent, already.etag, False
             except (UpstreamError, TimeoutError, ConcurrencyError) as error:
@@ -272,7 +273,7 @@ async def _action(request: ApiRequest, action: IntentAction, model: type[BaseMod
                          intent.intent_id, type(error).__name__)
                 return await _queue(runtime, intent)
             else:
-                return _replay(intent.result or {})
+                return _replay(answered.result or {})
     if intent.action != action or intent.payload != payload:
         raise ApiError(422, "Idempotency key reused",
                        f"{IDEMPOTENCY_HEADER}: already used for a different request",
@@ -290,6 +291,12 @@ async def _action(request: ApiRequest, action: IntentAction, model: type[BaseMod
         else:
             return _replay(intent.result or {})
     return await _queue(runtime, intent)
+
+
+async def _stored_intent(store: Any, mailbox_id: str, intent_id: str) -> Any:
+    """The stored intent, once this process's bookkeeping of it (if any) has landed."""
+    await settled(intent_id=intent_id)
+    return await store.intents.get(mailbox_id, intent_id)
 
 
 def _discard(task: asyncio.Future[Any]) -> None:
@@ -336,7 +343,7 @@ async def get_intent(request: ApiRequest) -> ApiResponse:
     intent_id = request.route.get("intent_id", "")
     if not _INTENT_ID.match(intent_id):
         raise bad_request("intent_id", "not an intent id")
-    found = await runtime.store.intents.get(caller.object_id, intent_id)
+    found = await _stored_intent(runtime.store, caller.object_id, intent_id)
     if found is None:
         raise ApiError(404, "Not found", "intent was not found", field="intent_id")
     intent = found[0]
@@ -369,7 +376,7 @@ async def tracking_status(request: ApiRequest) -> ApiResponse:
         key = f"ical:{uid}"
         copies = _events_with_uid(actor.graph, caller.object_id, uid)
     # Only participants learn a message's tracking state: the caller must hold a copy.
-    row_task = asyncio.ensure_future(runtime.store.tracked.get(key))
+    row_task = asyncio.ensure_future(_tracked_row(runtime, key))
     try:
         held = False
         async for _ in copies:
@@ -384,6 +391,11 @@ async def tracking_status(request: ApiRequest) -> ApiResponse:
     if not held:
         raise ApiError(404, "Not found", "no such item in your mailbox")
     return ApiResponse(200, status_view(key, found[0] if found else None))
+
+
+async def _tracked_row(runtime: Runtime, key: str) -> Any:
+    await settled(key=key)  # a track of it this process answered, still being recorded
+    return await runtime.store.tracked.get(key)
 
 
 async def _events_with_uid(graph: GraphClient, user: str, uid: str

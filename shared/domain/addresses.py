@@ -7,6 +7,7 @@ Graph, Dataverse and the add-in, each spelled a little differently ("Ann <ANN@x.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from email.utils import getaddresses, parseaddr
@@ -38,6 +39,10 @@ def parse_mailbox(value: str | None) -> tuple[str, str | None]:
     return name.strip().strip('"').strip(), address
 
 
+_SPACE = re.compile(r"\s")
+
+
+@functools.lru_cache(maxsize=4096)  # pure, and called for every party of every message
 def normalize_address(value: str | None) -> str | None:
     """Lower-case bare address, or None when it is not an address at all.
 
@@ -51,7 +56,7 @@ def normalize_address(value: str | None) -> str | None:
     if "<" in text or '"' in text:
         _, text = parseaddr(text)
     text = text.strip().strip("<>").strip().rstrip(".").lower()
-    if text.count("@") != 1 or any(ch.isspace() for ch in text):
+    if text.count("@") != 1 or _SPACE.search(text):
         return None
     local, domain = text.split("@")
     if not local or not domain or "." not in domain or domain.startswith("."):

@@ -646,7 +646,11 @@ class Executor:
             activity_id, outcome = row.activity_id, "existing"
             await self._set_category(item_type, item, True)
         elif existing_id is not None:
-            activity_id, outcome = existing_id, "existing"
+            # Still claimed by this mailbox: an earlier attempt of ours created it and stopped
+            # before recording it (a worker that died after answering, a failed write).
+            ours = not claim.won and row.state == "pending" and \
+                row.claimed_by == self.actor.mailbox_id
+            activity_id, outcome = existing_id, "created" if ours else "existing"
             await self._set_category(item_type, item, True)
         else:
             if not claim.won:
@@ -686,7 +690,8 @@ class Executor:
         item_type = payload["item_type"]
         if pre is None:
             pre = await self.prefetch(payload)
-        key = item_key(item_type, pre.item)
+        key = self.key = item_key(item_type, pre.item)
+        await settled(key=key)
         found, _ = await asyncio.gather(self.store.tracked.get(key), self._ready())
         row = found[0] if found else None
         if row is None or row.state != "tracked" or not row.activity_id:
@@ -724,7 +729,8 @@ class Executor:
         if pre is None:
             pre = await self.prefetch(payload)
         item = pre.item
-        key = item_key(item_type, item)
+        key = self.key = item_key(item_type, item)
+        await settled(key=key)
         found, _ = await asyncio.gather(self.store.tracked.get(key), self._ready())
         row = found[0] if found else None
         mailbox_id = self.actor.mailbox_id
@@ -865,7 +871,7 @@ async def attempt(settings: Settings, store: Store, intent: Intent, etag: str, a
 async def attempt_created(settings: Settings, store: Store, actor: Actor,
                           write: asyncio.Future[tuple[Intent, str, bool]], action: str,
                           payload: Mapping[str, Any], *, pre: Prefetched,
-                          within: float | None = None) -> tuple[Intent, str]:
+                          within: float | None = None) -> tuple[Intent, str | None]:
     """The first attempt of an intent whose creation (`write`, a `create_or_get` running
     meanwhile) this request has just started: the attempt's reads overlap the write, and its
     first write of any kind waits until the intent is durable.
@@ -873,7 +879,10 @@ async def attempt_created(settings: Settings, store: Store, actor: Actor,
     Raises Superseded (nothing written) when the intent already existed - the same request
     running concurrently: the caller goes on as for a stored intent (which leases it first).
     Errors of the intent write itself are raised as they are (nothing was attempted). Otherwise
-    as `attempt`: returns the intent done or failed, or records the attempt and re-raises."""
+    as `attempt`: returns the intent done or failed, or records the attempt and re-raises -
+    except that a successful attempt returns as soon as the action is done, with its answer
+    and no ETag: its outcome and tracked row are then written in the background (see
+    "answering before the bookkeeping writes" below)."""
 
     async def ready() -> None:
         intent, etag, created = await asyncio.shield(write)
@@ -912,8 +921,89 @@ async def attempt_created(settings: Settings, store: Store, actor: Actor,
             raise failure
     else:
         assert outcome is not None
-        return intent, await _conclude(store, intent, etag, executor, outcome)
+        # Answered now; the outcome and the tracked row are recorded in the background.
+        _finish(intent, outcome, "done", utcnow())
+        answered = intent.model_copy(deep=True)
+        task = _start_bookkeeping(settings, store, intent, etag, executor, outcome)
+        for _ in range(_SEND_TURNS):  # let the writes go out before answering (see below)
+            if task.done():
+                break
+            await asyncio.sleep(0)
+        return answered, None
     return intent, await _save_attempt(store, intent, etag)
+
+
+# --- answering before the bookkeeping writes ------------------------------------------------
+#
+# The immediate attempt of an HTTP call answers as soon as the action itself is done (the CRM
+# activity created, the category set); the two writes that only record it - the TrackedMessage
+# row's final state and the intent's outcome - go out after the answer. Until they land the
+# intent is still "pending" in storage (it was written pending before anything was done), so:
+# - a worker that dies in that window leaves a pending intent, which the mailbox's scheduled
+#   cycle (`run_pending_intents`) carries out; the activity is found (by messageid) rather than
+#   created again, and since the row is still claimed by this mailbox the outcome recorded is
+#   "created", the answer the caller already had;
+# - if a bookkeeping write fails, the intent is put back to pending and queued for a retry;
+# - in this process, every reader of the intent or of the tracked row (a replay, GET intents,
+#   status, the next track/regarding/untrack of the item) first waits for the bookkeeping still
+#   running (`settled`), so it reads its own answer. Another instance may, for those few ms,
+#   see the row "pending": a replay there is re-attempted and answers the same activity.
+
+_BOOKKEEPING: dict[str, asyncio.Future[None]] = {}  # "intent:<id>" / "key:<key>" -> task
+
+
+_SEND_TURNS = 4
+
+
+def _start_bookkeeping(settings: Settings, store: Store, intent: Intent, etag: str,
+                       executor: Executor, outcome: Outcome) -> asyncio.Future[None]:
+    """Record an answered attempt (`_conclude`) in the background."""
+    task = asyncio.ensure_future(_bookkeep(settings, store, intent, etag, executor, outcome))
+    names = [f"intent:{intent.intent_id}"] + ([f"key:{executor.key}"] if executor.key else [])
+    for name in names:
+        _BOOKKEEPING[name] = task
+
+    def forget(done: asyncio.Future[None]) -> None:
+        for name in names:
+            if _BOOKKEEPING.get(name) is done:
+                del _BOOKKEEPING[name]
+
+    task.add_done_callback(forget)
+    return task
+
+
+async def _bookkeep(settings: Settings, store: Store, intent: Intent, etag: str,
+                    executor: Executor, outcome: Outcome) -> None:
+    try:
+        await _conclude(store, intent, etag, executor, outcome)
+    except Exception as error:  # noqa: BLE001 - already answered: log, and leave it to a retry
+        log.warning("intent %s answered but not recorded (%s): left pending for a retry",
+                    intent.intent_id, type(error).__name__)
+        try:
+            await enqueue_retry(store, settings, intent)
+        except Exception:  # noqa: BLE001 - the scheduled cycle still finds the pending intent
+            log.warning("intent %s not queued; the scheduled cycle will record it",
+                        intent.intent_id)
+
+
+async def settled(*, intent_id: str | None = None, key: str | None = None) -> None:
+    """Wait until this process's bookkeeping of an answered intent (by id) or of a tracked
+    row (by key) has landed. Returns at once when there is none (the usual case)."""
+    loop = asyncio.get_running_loop()
+    names = ([f"intent:{intent_id}"] if intent_id else []) + ([f"key:{key}"] if key else [])
+    tasks = {task for name in names if (task := _BOOKKEEPING.get(name)) is not None
+             and not task.done() and task.get_loop() is loop}
+    if tasks:
+        await asyncio.wait(tasks)
+
+
+async def drain_bookkeeping() -> None:
+    """Wait for every bookkeeping write of this event loop (before closing the store)."""
+    loop = asyncio.get_running_loop()
+    tasks = {task for task in _BOOKKEEPING.values() if not task.done()
+             and task.get_loop() is loop}
+    if tasks:
+        await asyncio.wait(tasks)
 
 
 async def _conclude(store: Store, intent: Intent, etag: str, executor: Executor,
@@ -1042,11 +1132,13 @@ __all__ = [
     "build_email",
     "enqueue_retry",
     "handle_message",
+    "drain_bookkeeping",
     "handle_retry",
     "item_key",
     "outcome_of",
     "retry_delay",
     "run_pending_intents",
+    "settled",
     "status_view",
     "Superseded",
 ]
