@@ -307,6 +307,7 @@ class IncomingEngine:
         # records the copy; the other order would replay as "category removed by the user"
         tagged = await self.tagger.tag(self.user, [w.message for w in to_tag + created])
         self.result.tagged += max(0, tagged - len(created))
+        await self.ctx.checkpoint("incoming:after-tag")
         await self.ctx.store.tracked.merge_many(self._patches)
         known_threads = (lookups.by_conversation
                          if isinstance(lookups.by_conversation, Mapping) else {})

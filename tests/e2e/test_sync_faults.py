@@ -89,8 +89,9 @@ async def test_expired_delta_restarts_without_duplicates(app_host: FunctionHost)
 
 
 @pytest.mark.parametrize("crash_at", ["worker:leased", "incoming:before-create",
-                                      "incoming:after-create", "incoming:before-cursor",
-                                      "incoming:after-cursor", "worker:before-record"])
+                                      "incoming:after-create", "incoming:after-tag",
+                                      "incoming:before-cursor", "incoming:after-cursor",
+                                      "worker:before-record"])
 async def test_worker_killed_at_each_step_then_rerun(app_host: FunctionHost,
                                                      crash_at: str) -> None:
     await _arrange(app_host)
@@ -107,6 +108,14 @@ async def test_worker_killed_at_each_step_then_rerun(app_host: FunctionHost,
     assert await cycle_at(1, ctx) == []  # the dead worker's lease still holds
     await cycle_at(ctx.settings.lease_seconds / 60 + 1, ctx)
     assert_tracked_exactly_once(app_host)
+    # and the shared rows say so, with this mailbox's copy: a replay of a page whose
+    # categories were set but whose rows were not must not read as "category removed"
+    for message in messages(app_host, ALEX_UPN, "inbox"):
+        if message["subject"] in EXPECTED:
+            found = await ctx.store.tracked.get(message["internetMessageId"])
+            assert found is not None and found[0].state == "tracked", message["subject"]
+            assert found[0].copies.get(ALEX) == message["immutableId"], message["subject"]
+    assert await ctx.store.untracked.keys(ALEX) == set()
 
 
 async def test_same_job_delivered_twice(app_host: FunctionHost) -> None:
