@@ -262,7 +262,8 @@ async def _action(request: ApiRequest, action: IntentAction, model: type[BaseMod
             # The first attempt's reads overlap the intent write; its writes wait for it.
             try:
                 answered, _ = await attempt_created(settings, store, actor, write, action,
-                                                    payload, pre=pre, within=remaining())
+                                                    payload, pre=pre, intent_id=intent_id,
+                                                    within=remaining())
             except Superseded as already:  # the same request, concurrently: as if found
                 intent, etag, created = already.intent, already.etag, False
             except (UpstreamError, TimeoutError, ConcurrencyError) as error:

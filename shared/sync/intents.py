@@ -20,13 +20,18 @@ Round trips of a track, each step a set of parallel requests:
    written (the HTTP call's first attempt) and then the TrackedMessage row claimed;
 3. the Dataverse create (parties and regarding deep-inserted) alongside the category PATCH.
 Then one conditional write of the TrackedMessage row (under the ETag the claim returned) and
-the intent's outcome.
+the intent's outcome; the HTTP call's first attempt answers without waiting for them (see
+"answering before the bookkeeping writes").
+When the caller's Graph OBO token is not cached, round 1 is the OBO exchange; the item is then
+read speculatively with the app's own Graph client meanwhile, so round 2's reads start from
+that copy while the caller's own read confirms it (`Executor.prefetch`): still 3 rounds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -190,6 +195,15 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+_ACTIVITY_NAMESPACE = uuid.UUID("5d6f7c1a-2b8e-4f3a-9e41-7a0c2d9b4e63")
+
+
+def activity_id_of(intent_id: str) -> str:
+    """The id of the activity an intent creates: a later attempt of the same intent that finds
+    it knows it created it (and answers "created" again)."""
+    return str(uuid.uuid5(_ACTIVITY_NAMESPACE, "intent:" + intent_id))
+
+
 def entity_set_of(table: str) -> str:
     return ENTITY_SETS.get(table.lower(), f"{table.lower()}s")
 
@@ -342,6 +356,7 @@ class Executor:
         self.row_write: tuple[Callable[[], Awaitable[Any]],
                               Callable[[], Awaitable[Outcome]]] | None = None
         self.key: str | None = None  # the TrackedMessage key the action works on
+        self.intent_id: str | None = None  # the intent carried out (names what it creates)
 
     async def _ready(self) -> None:
         if self.ready is not None:
@@ -642,15 +657,17 @@ class Executor:
             self._reads(item_type, key, addresses, pre))
         existing_id, user_id, rows = reads.existing_id, reads.systemuser_id, reads.rows
         row, etag = claim.message, claim.etag
+        # An activity with this intent's own id was created by an earlier attempt of it that
+        # stopped before recording it (a worker lost after answering, a failed write): the
+        # answer stays "created", the one the caller already had.
+        mine = activity_id_of(self.intent_id) if self.intent_id else None
         if not claim.won and row.state == "tracked" and row.activity_id:
-            activity_id, outcome = row.activity_id, "existing"
+            activity_id = row.activity_id
+            outcome = "created" if activity_id == mine else "existing"
             await self._set_category(item_type, item, True)
         elif existing_id is not None:
-            # Still claimed by this mailbox: an earlier attempt of ours created it and stopped
-            # before recording it (a worker that died after answering, a failed write).
-            ours = not claim.won and row.state == "pending" and \
-                row.claimed_by == self.actor.mailbox_id
-            activity_id, outcome = existing_id, "created" if ours else "existing"
+            activity_id = existing_id
+            outcome = "created" if activity_id == mine else "existing"
             await self._set_category(item_type, item, True)
         else:
             if not claim.won:
@@ -658,10 +675,12 @@ class Executor:
             resolutions = resolve_all(candidates_by_address(rows, addresses), user_id)
             if item_type == "event":
                 body = build_appointment(item, regarding, resolutions)
-                create = self.actor.dataverse.create("appointments", body)
             else:
                 body = build_email(item, regarding, resolutions)
-                create = self.actor.dataverse.create("emails", body)
+            if mine is not None:
+                body["activityid"] = mine
+            create = self.actor.dataverse.create(
+                "appointments" if item_type == "event" else "emails", body)
             activity_id, _ = await asyncio.gather(
                 create, self._set_category(item_type, item, True))
             outcome = "created"
@@ -841,6 +860,7 @@ async def attempt(settings: Settings, store: Store, intent: Intent, etag: str, a
     ConcurrencyError). An intent this request has just created needs no lease."""
     executor = Executor(settings, store, actor)
     executor.defer_row = True
+    executor.intent_id = intent.intent_id
     intent.attempts += 1
     if lease:
         intent.updated_at = utcnow()
@@ -870,7 +890,7 @@ async def attempt(settings: Settings, store: Store, intent: Intent, etag: str, a
 
 async def attempt_created(settings: Settings, store: Store, actor: Actor,
                           write: asyncio.Future[tuple[Intent, str, bool]], action: str,
-                          payload: Mapping[str, Any], *, pre: Prefetched,
+                          payload: Mapping[str, Any], *, pre: Prefetched, intent_id: str,
                           within: float | None = None) -> tuple[Intent, str | None]:
     """The first attempt of an intent whose creation (`write`, a `create_or_get` running
     meanwhile) this request has just started: the attempt's reads overlap the write, and its
@@ -891,6 +911,7 @@ async def attempt_created(settings: Settings, store: Store, actor: Actor,
 
     executor = Executor(settings, store, actor, ready=ready)
     executor.defer_row = True
+    executor.intent_id = intent_id
     work = executor.perform(action, payload, pre)
     failure: BaseException | None = None
     outcome: Outcome | None = None
@@ -941,9 +962,11 @@ async def attempt_created(settings: Settings, store: Store, actor: Actor,
 # intent is still "pending" in storage (it was written pending before anything was done), so:
 # - a worker that dies in that window leaves a pending intent, which the mailbox's scheduled
 #   cycle (`run_pending_intents`) carries out; the activity is found (by messageid) rather than
-#   created again, and since the row is still claimed by this mailbox the outcome recorded is
-#   "created", the answer the caller already had;
+#   created again, and since its id is the intent's own (`activity_id_of`) the outcome
+#   recorded is "created", the answer the caller already had;
 # - if a bookkeeping write fails, the intent is put back to pending and queued for a retry;
+# - the writes are sent before the answer leaves (a few loop turns, `_SEND_TURNS`), so they
+#   are in flight with it rather than competing with the next request for the event loop;
 # - in this process, every reader of the intent or of the tracked row (a replay, GET intents,
 #   status, the next track/regarding/untrack of the item) first waits for the bookkeeping still
 #   running (`settled`), so it reads its own answer. Another instance may, for those few ms,
