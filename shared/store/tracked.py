@@ -55,6 +55,7 @@ class TrackedMessage(BaseModel):
     tracked_at: datetime | None = None
     claimed_by: str | None = None  # mailbox that is creating the activity
     claimed_at: datetime | None = None
+    claim_intent: str | None = None  # the add-in intent that claimed it (its replays know)
     copies: dict[str, str | None] = Field(default_factory=dict)  # mailbox id -> item id
 
 
@@ -105,6 +106,7 @@ def _entity(message: TrackedMessage) -> dict[str, Any]:
         "PartitionKey": pk, "RowKey": rk, "imid": message.internet_message_id,
         "state": message.state, "activity_id": message.activity_id,
         "tracked_by": message.tracked_by, "claimed_by": message.claimed_by,
+        "claim_intent": message.claim_intent,
         "tracked_at": utc(message.tracked_at) if message.tracked_at else None,
         "claimed_at": utc(message.claimed_at) if message.claimed_at else None,
         **_regarding_columns(message.regarding),
@@ -153,7 +155,7 @@ def _message(entity: Mapping[str, Any]) -> TrackedMessage:
         activity_id=entity.get("activity_id"), regarding=regarding,
         tracked_by=entity.get("tracked_by"), tracked_at=entity.get("tracked_at"),
         claimed_by=entity.get("claimed_by"), claimed_at=entity.get("claimed_at"),
-        copies=copies)
+        claim_intent=entity.get("claim_intent"), copies=copies)
 
 
 class TrackedMessageRepository(TableRepository):
@@ -171,11 +173,12 @@ class TrackedMessageRepository(TableRepository):
         mailbox_id: str,
         now: datetime,
         item_id: str | None = None,
+        intent_id: str | None = None,
     ) -> Claim:
         """Create the pending row for this message, or return the row someone else created."""
         message = TrackedMessage(
             internet_message_id=internet_message_id, claimed_by=mailbox_id,
-            claimed_at=utc(now), copies={mailbox_id: item_id},
+            claimed_at=utc(now), claim_intent=intent_id, copies={mailbox_id: item_id},
         )
         try:
             etag = await self._create(_entity(message))

@@ -61,6 +61,7 @@ from shared.store.errors import ConcurrencyError
 from shared.store.tracked import Claim, Regarding, TrackedMessage
 from shared.sync.batching import literal
 from shared.sync.parties import TABLES, candidates_from, lookup_operations
+from shared.sync.threads import activity_id_for
 
 log = logging.getLogger("sss.intents")
 
@@ -607,6 +608,7 @@ class Executor:
                 and row.claimed_at and now - row.claimed_at < CLAIM_STALE_AFTER:
             raise InProgress()
         row.claimed_by, row.claimed_at = self.actor.mailbox_id, now
+        row.claim_intent = self.intent_id
         if row.state != "tracked":
             row.state = "pending"
         try:
@@ -618,7 +620,8 @@ class Executor:
         """Round 2's storage side, while Dataverse is read: wait until the intent is durable,
         then the conditional insert of the row (or the row as someone else left it)."""
         await self._ready()
-        return await self.store.tracked.claim(key, self.actor.mailbox_id, now, item_id)
+        return await self.store.tracked.claim(key, self.actor.mailbox_id, now, item_id,
+                                              intent_id=self.intent_id)
 
     async def _set_category(self, item_type: str, item: Mapping[str, Any], on: bool,
                             graph: GraphClient | None = None, user: str | None = None) -> None:
@@ -657,21 +660,32 @@ class Executor:
             self._reads(item_type, key, addresses, pre))
         existing_id, user_id, rows = reads.existing_id, reads.systemuser_id, reads.rows
         row, etag = claim.message, claim.etag
-        # An activity with this intent's own id was created by an earlier attempt of it that
-        # stopped before recording it (a worker lost after answering, a failed write): the
-        # answer stays "created", the one the caller already had.
-        mine = activity_id_of(self.intent_id) if self.intent_id else None
+        # The id of what this intent creates. An email's is derived from its message id, the
+        # one the sync cycle uses too, so a cycle creating it at the same moment collides
+        # (412) instead of duplicating it; a meeting's from the intent. An activity with that
+        # id found by a later attempt of the same intent (the row's claim says which intent
+        # claimed it) was created by an earlier attempt that stopped before recording it (a
+        # worker lost after answering, a failed write): the answer stays "created".
+        mine = (activity_id_for(key) if item_type != "event"
+                else activity_id_of(self.intent_id) if self.intent_id else None)
+        ours = self.intent_id is not None and row.claim_intent == self.intent_id
+
+        def outcome_of(found: str) -> str:
+            return "created" if found == mine and (ours or item_type == "event") \
+                else "existing"
+
         if not claim.won and row.state == "tracked" and row.activity_id:
             activity_id = row.activity_id
-            outcome = "created" if activity_id == mine else "existing"
+            outcome = outcome_of(activity_id)
             await self._set_category(item_type, item, True)
         elif existing_id is not None:
             activity_id = existing_id
-            outcome = "created" if activity_id == mine else "existing"
+            outcome = outcome_of(activity_id)
             await self._set_category(item_type, item, True)
         else:
             if not claim.won:
                 row, etag = await self._take_over(row, etag, now)
+                ours = True
             resolutions = resolve_all(candidates_by_address(rows, addresses), user_id)
             if item_type == "event":
                 body = build_appointment(item, regarding, resolutions)
@@ -679,11 +693,11 @@ class Executor:
                 body = build_email(item, regarding, resolutions)
             if mine is not None:
                 body["activityid"] = mine
-            create = self.actor.dataverse.create(
-                "appointments" if item_type == "event" else "emails", body)
-            activity_id, _ = await asyncio.gather(
-                create, self._set_category(item_type, item, True))
-            outcome = "created"
+            (activity_id, fresh), _ = await asyncio.gather(
+                self._create_once("appointments" if item_type == "event" else "emails",
+                                  body, mine),
+                self._set_category(item_type, item, True))
+            outcome = "created" if fresh else outcome_of(activity_id)
         now = self.clock()
         mailbox_id, item_id = self.actor.mailbox_id, str(item["id"])
 
@@ -703,6 +717,17 @@ class Executor:
         if self.defer_row:
             return answer(self._save_row_with_outcome(key, record, (row, etag), answer))
         return answer(await self._save_row(key, record, known=(row, etag)))
+
+    async def _create_once(self, entity_set: str, body: dict[str, Any], activity_id: str | None
+                           ) -> tuple[str, bool]:
+        """Create the activity; (id, True), or (id, False) when one with its id was made
+        meanwhile (the sync cycle, or an earlier attempt of this intent)."""
+        try:
+            return await self.actor.dataverse.create(entity_set, body), True
+        except UpstreamError as error:
+            if error.status == 412 and activity_id is not None:
+                return activity_id, False
+            raise
 
     async def set_regarding(self, payload: Mapping[str, Any], pre: Prefetched | None = None
                             ) -> Outcome:
@@ -754,7 +779,9 @@ class Executor:
         row = found[0] if found else None
         mailbox_id = self.actor.mailbox_id
         if row is None or row.state != "tracked" or not row.activity_id:
-            await self._set_category(item_type, item, False)
+            # not tracked (yet): the user still means "do not track this one"
+            await asyncio.gather(self._set_category(item_type, item, False),
+                                 self._mark_untracked(item_type, [mailbox_id], key))
             return Outcome(200, {"outcome": "not_tracked", "status": status_view(key, row)})
         table = "appointment" if item_type == "event" else "email"
         owner = await self._owns(entity_set_of(table), row.activity_id)
@@ -778,9 +805,19 @@ class Executor:
                 message.copies.pop(mailbox_id, None)
 
             outcome = "unlinked"
-        message = await self._save_row(key, record)
+        # the sync cycles of the mailboxes it left must not track it again by themselves
+        marked = ([m for m in row.copies if m != mailbox_id] if outcome == "deleted" else [])
+        message, _ = await asyncio.gather(
+            self._save_row(key, record),
+            self._mark_untracked(item_type, [mailbox_id, *marked], key))
         log.info("untrack done outcome=%s mailbox=%s", outcome, mailbox_id)
         return Outcome(200, {"outcome": outcome, "status": status_view(key, message)})
+
+    async def _mark_untracked(self, item_type: str, mailboxes: list[str], key: str) -> None:
+        """Untrack markers: those mailboxes' sync cycles leave the email alone from now on
+        (meetings are not synced by the cycle)."""
+        if item_type != "event":
+            await self.store.untracked.add(mailboxes, key, self.clock())
 
     async def _owns(self, entity_set: str, activity_id: str) -> bool:
         """Whether the caller owns the activity (one $batch: WhoAmI + the owner column)."""

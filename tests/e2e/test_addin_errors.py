@@ -54,7 +54,10 @@ def _bad_token(host: FunctionHost, variant: str) -> str:
 
 async def _nothing_written(host: FunctionHost, emails_before: int) -> None:
     assert await table_rows(host, "intents") == []
-    assert await table_rows(host, "tracked") == []
+    from shared.store import TrackedMessageRepository, UntrackedRepository
+
+    assert await table_rows(host, TrackedMessageRepository.table_name) == []
+    assert await table_rows(host, UntrackedRepository.table_name) == []
     assert len(crm_rows(host, "emails")) == emails_before
 
 

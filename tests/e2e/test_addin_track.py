@@ -226,3 +226,52 @@ async def test_track_appointment(app_host: FunctionHost) -> None:
     again = await track(app_host, data["id"], item_type="event",
                         headers={"Idempotency-Key": "second"})
     assert again.json()["outcome"] == "existing"
+
+
+async def test_untracked_from_outlook_stays_untracked_by_the_sync_cycles(
+        app_host: FunctionHost) -> None:
+    """After the owner untracks (the activity is deleted), neither participant's scheduled
+    cycle tracks the message again, even with "All email messages"."""
+    from tests.e2e.sync_support import ALEX as ALEX_MAILBOX
+    from tests.e2e.sync_support import MEGAN as MEGAN_MAILBOX
+    from tests.e2e.sync_support import cycle_at, enable, tick_and_drain
+
+    ids = deliver(app_host, [ALEX, MEGAN], sender="ana@fabrikam.com")
+    imid = ids[ALEX]["internetMessageId"]
+    await enable(app_host, ALEX_MAILBOX, tracking_option="all")
+    await enable(app_host, MEGAN_MAILBOX, tracking_option="all")
+    await tick_and_drain(app_host)
+    assert len(emails_with(app_host, imid)) == 1  # the cycles tracked it
+    response = await call(app_host, "addin_untrack", "POST", "untrack",
+                          body={"item_id": item_id(ids[ALEX])})
+    assert response.status == 200, response.body
+    assert response.json()["outcome"] == "deleted"
+    await cycle_at(13)  # both copies changed (category removed): delta returns them
+    await cycle_at(26)
+    assert emails_with(app_host, imid) == []
+    for upn in (ALEX, MEGAN):
+        assert CATEGORY not in message_by_imid(app_host, upn, imid)["categories"]
+    # tracking it again on purpose works, and the cycles then keep it tracked
+    assert (await track(app_host, item_id(ids[ALEX]))).status == 200
+    await cycle_at(39)
+    assert len(emails_with(app_host, imid)) == 1
+
+
+async def test_track_and_the_sync_cycle_at_once_make_one_activity(
+        app_host: FunctionHost) -> None:
+    """The add-in and the scheduled cycle create an email with the same id (derived from
+    its message id): whichever is second collides instead of duplicating it."""
+    import asyncio
+
+    from tests.e2e.sync_support import ALEX as ALEX_MAILBOX
+    from tests.e2e.sync_support import enable, tick_and_drain
+
+    ids = deliver(app_host, [ALEX], sender="ana@fabrikam.com")
+    imid = ids[ALEX]["internetMessageId"]
+    await enable(app_host, ALEX_MAILBOX, tracking_option="all")
+    response, _ = await asyncio.gather(track(app_host, item_id(ids[ALEX])),
+                                       tick_and_drain(app_host))
+    assert response.status == 200, response.body
+    assert response.json()["outcome"] in ("created", "existing")
+    [activity] = emails_with(app_host, imid)
+    assert response.json()["status"]["activity_id"] == activity["activityid"]
