@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
+from shared.domain.mailbox import Mailbox
 from shared.settings import Settings
 
 from .clients import RequestCounter, StorageClients
@@ -43,6 +46,23 @@ class Store:
             sync_queue_name=settings.sync_queue_name,
             intent_queue_name=settings.intent_queue_name,
         )
+
+    async def save_mailbox(self, mailbox: Mailbox, etag: str | None,
+                           previous_due: datetime | None) -> str:
+        """Write the mailbox and keep the due index in step with it: the new index row is
+        written before the mailbox and the old one removed after, so a crash in between
+        leaves a duplicate row (harmless: the scheduler leases per mailbox), never none.
+        ConcurrencyError when the mailbox changed since `etag` was read."""
+        due = mailbox.next_due_at
+        if due is not None and due != previous_due:
+            await self.due.set_due(mailbox.mailbox_id, due)
+        if etag is None:
+            new_etag = await self.mailboxes.insert(mailbox)
+        else:
+            new_etag = await self.mailboxes.update(mailbox, etag)
+        if previous_due is not None and previous_due != due:
+            await self.due.remove(mailbox.mailbox_id, previous_due)
+        return new_etag
 
     @property
     def counter(self) -> RequestCounter:

@@ -87,16 +87,7 @@ class MailboxService:
     async def save(self, mailbox: Mailbox, etag: str | None, previous_due: datetime | None
                    ) -> str:
         """Write the mailbox and keep the due index in step with it (see module doc)."""
-        due = mailbox.next_due_at
-        if due is not None and due != previous_due:
-            await self.store.due.set_due(mailbox.mailbox_id, due)
-        if etag is None:
-            new_etag = await self.store.mailboxes.insert(mailbox)
-        else:
-            new_etag = await self.store.mailboxes.update(mailbox, etag)
-        if previous_due is not None and previous_due != due:
-            await self.store.due.remove(mailbox.mailbox_id, previous_due)
-        return new_etag
+        return await self.store.save_mailbox(mailbox, etag, previous_due)
 
     async def mutate(self, mailbox_id: str,
                      change: Callable[[Mailbox], Awaitable[None] | None]) -> Mailbox:

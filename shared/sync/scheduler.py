@@ -104,13 +104,10 @@ async def _bring_forward(settings: Settings, store: Store, dataverse: DataverseC
             return None
         previous = mailbox.next_due_at
         status.next_due_at = now
-        await store.due.set_due(mailbox.mailbox_id, now)
         try:
-            await store.mailboxes.update(mailbox, etag)
+            await store.save_mailbox(mailbox, etag, previous)
         except ConcurrencyError:  # changed meanwhile (a cycle just ran): the next tick sees
             return None           # it; the extra index row is dropped as stale then
-        if previous is not None and due_bucket(previous) != due_bucket(now):
-            await store.due.remove(mailbox.mailbox_id, previous)
         return DueEntry(mailbox.mailbox_id, now)
 
     entries = await asyncio.gather(*(one(owner) for owner in owners))
