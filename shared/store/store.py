@@ -11,6 +11,7 @@ from .clients import RequestCounter, StorageClients
 from .cursors import CursorRepository
 from .due import DueIndexRepository
 from .intents import IntentRepository
+from .keys import due_bucket
 from .leases import LeaseRepository
 from .links import ItemLinkRepository
 from .mailboxes import MailboxRepository
@@ -60,7 +61,9 @@ class Store:
             new_etag = await self.mailboxes.insert(mailbox)
         else:
             new_etag = await self.mailboxes.update(mailbox, etag)
-        if previous_due is not None and previous_due != due:
+        if previous_due is not None and (
+                due is None or due_bucket(previous_due) != due_bucket(due)):
+            # an index row is per minute: a new time in the same minute is the same row
             await self.due.remove(mailbox.mailbox_id, previous_due)
         return new_etag
 

@@ -63,3 +63,17 @@ async def test_list_due_cost_does_not_grow_with_non_due_rows(store):
     with_many, found = await _requests_for_list_due(store)
     assert found == 5
     assert with_many == baseline == 1
+
+
+async def test_moving_a_mailbox_within_the_same_minute_keeps_its_index_row(store):
+    from shared.domain.mailbox import Channel, Mailbox
+
+    mailbox = Mailbox.new(owner_object_id="m-same-minute", email="m@contoso.example", now=NOW)
+    status = mailbox.channels[Channel.INCOMING]
+    status.enabled, status.next_due_at = True, NOW
+    etag = await store.save_mailbox(mailbox, None, None)
+    previous = mailbox.next_due_at
+    status.next_due_at = NOW + timedelta(seconds=20)  # a new time in the same minute bucket
+    await store.save_mailbox(mailbox, etag, previous)
+    later = NOW + timedelta(minutes=1)
+    assert [e.mailbox_id for e in await store.due.list_due(later)] == ["m-same-minute"]
