@@ -69,6 +69,7 @@ async def test_moving_a_mailbox_within_the_same_minute_keeps_its_index_row(store
     from shared.domain.mailbox import Channel, Mailbox
 
     mailbox = Mailbox.new(owner_object_id="m-same-minute", email="m@contoso.example", now=NOW)
+    mailbox.enabled = True
     status = mailbox.channels[Channel.INCOMING]
     status.enabled, status.next_due_at = True, NOW
     etag = await store.save_mailbox(mailbox, None, None)
