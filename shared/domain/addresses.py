@@ -210,10 +210,20 @@ def graph_sender(message: Mapping[str, Any]) -> tuple[str, str] | None:
     return None
 
 
+def graph_participants(message: Mapping[str, Any]) -> list[str]:
+    """Sender, then To, then Cc addresses of a Graph message (the parties of its activity)."""
+    sender = graph_sender(message)
+    out = [sender[0]] if sender else []
+    out += [a for a, _ in graph_recipients(message.get("toRecipients"))]
+    out += [a for a, _ in graph_recipients(message.get("ccRecipients"))]
+    return out
+
+
 __all__ = [
     "IN_REPLY_TO_PROPERTY",
     "REFERENCES_PROPERTY",
     "domain_of",
+    "graph_participants",
     "graph_recipients",
     "graph_sender",
     "header_value",

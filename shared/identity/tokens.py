@@ -219,17 +219,22 @@ class OboTokenProvider:
         if app is not None:
             await asyncio.to_thread(app.http_client.close)
 
-    def has_token(self, user_assertion: str, scope: str) -> bool:
-        """Whether a usable token for (assertion, scope) is cached: no exchange needed."""
-        cached = self._cache.get((hashlib.sha256(user_assertion.encode()).hexdigest(), scope))
-        return cached is not None and time.time() < cached.expires_on - self.refresh_margin
-
-    async def get_token(self, user_assertion: str, scope: str, *, force: bool = False) -> str:
+    def _fresh(self, user_assertion: str, scope: str) -> tuple[tuple[str, str], str | None]:
+        """The cache key, and the cached token while it is still usable."""
         key = (hashlib.sha256(user_assertion.encode()).hexdigest(), scope)
         cached = self._cache.get(key)
-        if cached and not force and time.time() < cached.expires_on - self.refresh_margin:
+        usable = cached is not None and time.time() < cached.expires_on - self.refresh_margin
+        return key, cached.token if usable and cached is not None else None
+
+    def has_token(self, user_assertion: str, scope: str) -> bool:
+        """Whether a usable token for (assertion, scope) is cached: no exchange needed."""
+        return self._fresh(user_assertion, scope)[1] is not None
+
+    async def get_token(self, user_assertion: str, scope: str, *, force: bool = False) -> str:
+        key, token = self._fresh(user_assertion, scope)
+        if token is not None and not force:
             self._cache.move_to_end(key)
-            return cached.token
+            return token
         # One exchange per (assertion, scope) at a time: requests that need the token while it
         # is being fetched (the add-in's parallel reads) wait for that exchange, not start more.
         exchange = self._exchanges.get(key)

@@ -224,10 +224,13 @@ class TrackedMessageRepository(TableRepository):
                                         if not k.startswith(COPY_PREFIX)},
                                        mode=UpdateMode.MERGE)
 
-    async def drop_copy(self, internet_message_id: str, mailbox_id: str) -> TrackedMessage | None:
-        """Forget one mailbox's copy (its user removed the category), keeping the activity."""
+    async def drop_copy(self, internet_message_id: str, mailbox_id: str,
+                        known: tuple[TrackedMessage, str] | None = None
+                        ) -> TrackedMessage | None:
+        """Forget one mailbox's copy (its user removed the category), keeping the activity.
+        `known`: the row and ETag just read, written without reading it again."""
         for _ in range(5):
-            found = await self.get(internet_message_id)
+            found, known = known or await self.get(internet_message_id), None
             if found is None or mailbox_id not in found[0].copies:
                 return found[0] if found else None
             message, etag = found

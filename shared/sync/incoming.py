@@ -22,6 +22,7 @@ from shared.dataverse import DataverseOperation
 from shared.domain.addresses import (
     IN_REPLY_TO_PROPERTY,
     REFERENCES_PROPERTY,
+    graph_participants,
     graph_recipients,
     graph_sender,
     is_internal,
@@ -101,14 +102,6 @@ async def _gather(calls: Iterable[Awaitable[T]], limit: int = CONCURRENCY) -> li
             return await call
 
     return await asyncio.gather(*(run(c) for c in calls))
-
-
-def _addresses(message: Mapping[str, Any]) -> list[str]:
-    sender = graph_sender(message)
-    out = [sender[0]] if sender else []
-    out += [a for a, _ in graph_recipients(message.get("toRecipients"))]
-    out += [a for a, _ in graph_recipients(message.get("ccRecipients"))]
-    return out
 
 
 def _regarding_of(row: Mapping[str, Any]) -> RegardingRef | None:
@@ -299,7 +292,7 @@ class IncomingEngine:
         self._conversations = {}
         self._patches = []
         created = await self._create(to_create, failed)
-        to_tag = [w for w, _ in await self._recheck(unsure)]
+        to_tag = await self._recheck(unsure)
         for w, ref in known:
             self._record(w, ref.activity_id, None, found=True)
         await self._update_regarding(regarding_updates)
@@ -325,8 +318,7 @@ class IncomingEngine:
             self._untracked = await self.ctx.store.untracked.keys(self.user)
         return self._untracked
 
-    async def _recheck(self, unsure: list[tuple[_Work, TrackedRef]]
-                       ) -> list[tuple[_Work, TrackedRef]]:
+    async def _recheck(self, unsure: list[tuple[_Work, TrackedRef]]) -> list[_Work]:
         """Tracked messages whose copy here has no category: a copy not tagged yet (tag and
         record it), or one whose user removed the category, which untracks that copy
         without deleting the activity (as Dynamics does). Returns the ones to tag."""
@@ -337,7 +329,7 @@ class IncomingEngine:
         to_tag = []
         for (w, ref), row in zip(unsure, rows, strict=True):
             if row is not None and self.user in row[0].copies:
-                await store.tracked.drop_copy(w.imid, self.user)
+                await store.tracked.drop_copy(w.imid, self.user, known=row)
                 await store.untracked.add([self.user], w.imid, self.ctx.clock())
                 if self._untracked is not None:
                     self._untracked.add(marker_key(w.imid))
@@ -345,7 +337,7 @@ class IncomingEngine:
                 log.info("mailbox %s: category removed, copy untracked", self.user)
                 continue
             self._record(w, ref.activity_id, None, found=True)
-            to_tag.append((w, ref))
+            to_tag.append(w)
         return to_tag
 
     async def _fetch_threading(self, works: list[_Work]) -> None:
@@ -421,7 +413,7 @@ class IncomingEngine:
         if not works:
             return []
         done: list[_Work] = []
-        await self.resolver.prime(a for w in works for a in _addresses(w.message))
+        await self.resolver.prime(a for w in works for a in graph_participants(w.message))
         await self._auto_create(works)
         ops = [DataverseOperation.create("emails", self._email_body(w)) for w in works]
         await self.ctx.checkpoint("incoming:before-create")
@@ -530,7 +522,7 @@ class IncomingEngine:
         """Copies in other enabled mailboxes show the category too (Dynamics does this)."""
         domains = self.ctx.settings.organization_domains
         for w in works:
-            for address in set(_addresses(w.message)):
+            for address in set(graph_participants(w.message)):
                 if address == normalize_address(self.mailbox.email):
                     continue
                 if domains and not is_internal(address, domains):

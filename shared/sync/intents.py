@@ -39,6 +39,7 @@ from typing import Any
 
 from shared.dataverse import DataverseClient, DataverseOperation
 from shared.domain.addresses import (
+    graph_participants,
     graph_recipients,
     graph_sender,
     normalize_message_id,
@@ -200,8 +201,8 @@ _ACTIVITY_NAMESPACE = uuid.UUID("5d6f7c1a-2b8e-4f3a-9e41-7a0c2d9b4e63")
 
 
 def activity_id_of(intent_id: str) -> str:
-    """The id of the activity an intent creates: a later attempt of the same intent that finds
-    it knows it created it (and answers "created" again)."""
+    """The id of the appointment an intent creates (an email's derives from its message id):
+    a later attempt of the same intent that finds it knows it created it."""
     return str(uuid.uuid5(_ACTIVITY_NAMESPACE, "intent:" + intent_id))
 
 
@@ -240,16 +241,8 @@ def resolve_all(candidates: Mapping[str, Sequence[CandidateRecord]],
             for address, records in candidates.items()}
 
 
-def email_addresses(message: Mapping[str, Any]) -> list[str]:
-    sender = graph_sender(message)
-    out = [sender[0]] if sender else []
-    out += [a for a, _ in graph_recipients(message.get("toRecipients"))]
-    out += [a for a, _ in graph_recipients(message.get("ccRecipients"))]
-    return out
-
-
 def _addresses(item_type: str, item: Mapping[str, Any]) -> list[str]:
-    return event_addresses(item) if item_type == "event" else email_addresses(item)
+    return event_addresses(item) if item_type == "event" else graph_participants(item)
 
 
 def _attendees(event: Mapping[str, Any], kind: str) -> list[str]:
@@ -999,8 +992,8 @@ async def attempt_created(settings: Settings, store: Store, actor: Actor,
 # intent is still "pending" in storage (it was written pending before anything was done), so:
 # - a worker that dies in that window leaves a pending intent, which the mailbox's scheduled
 #   cycle (`run_pending_intents`) carries out; the activity is found (by messageid) rather than
-#   created again, and since its id is the intent's own (`activity_id_of`) the outcome
-#   recorded is "created", the answer the caller already had;
+#   created again, and since the tracked row's claim names this intent (`claim_intent`) the
+#   outcome recorded is "created", the answer the caller already had;
 # - if a bookkeeping write fails, the intent is put back to pending and queued for a retry;
 # - the writes are sent before the answer leaves (a few loop turns, `_SEND_TURNS`), so they
 #   are in flight with it rather than competing with the next request for the event loop;
@@ -1046,24 +1039,26 @@ async def _bookkeep(settings: Settings, store: Store, intent: Intent, etag: str,
                         intent.intent_id)
 
 
+async def _await_bookkeeping(names: Sequence[str] | None) -> None:
+    """Wait for the named bookkeeping tasks of this event loop (all of them when None)."""
+    loop = asyncio.get_running_loop()
+    found = _BOOKKEEPING.values() if names is None else (
+        task for name in names if (task := _BOOKKEEPING.get(name)) is not None)
+    tasks = {task for task in found if not task.done() and task.get_loop() is loop}
+    if tasks:
+        await asyncio.wait(tasks)
+
+
 async def settled(*, intent_id: str | None = None, key: str | None = None) -> None:
     """Wait until this process's bookkeeping of an answered intent (by id) or of a tracked
     row (by key) has landed. Returns at once when there is none (the usual case)."""
-    loop = asyncio.get_running_loop()
-    names = ([f"intent:{intent_id}"] if intent_id else []) + ([f"key:{key}"] if key else [])
-    tasks = {task for name in names if (task := _BOOKKEEPING.get(name)) is not None
-             and not task.done() and task.get_loop() is loop}
-    if tasks:
-        await asyncio.wait(tasks)
+    await _await_bookkeeping(([f"intent:{intent_id}"] if intent_id else [])
+                             + ([f"key:{key}"] if key else []))
 
 
 async def drain_bookkeeping() -> None:
     """Wait for every bookkeeping write of this event loop (before closing the store)."""
-    loop = asyncio.get_running_loop()
-    tasks = {task for task in _BOOKKEEPING.values() if not task.done()
-             and task.get_loop() is loop}
-    if tasks:
-        await asyncio.wait(tasks)
+    await _await_bookkeeping(None)
 
 
 async def _conclude(store: Store, intent: Intent, etag: str, executor: Executor,
