@@ -8,13 +8,16 @@ log it. So they are built lazily, on first use, from the validated settings.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Any
 
 from shared.dataverse import DataverseClient
 from shared.graph import GraphClient
 from shared.http.retry import RetryPolicy
+from shared.http.transport import AiohttpTransport
 from shared.identity import (
     AppTokenAuth,
     OboTokenAuth,
@@ -28,6 +31,48 @@ from shared.store import Store
 log = logging.getLogger("sss.runtime")
 
 
+class UserClients:
+    """On-behalf-of clients per caller token, over two shared connection pools.
+
+    A new client per add-in call would cost a TLS handshake per call on the track path;
+    sharing the transports keeps connections warm while each client carries its own user's
+    OBO auth. Keyed by a hash of the token, never the token itself.
+    """
+
+    def __init__(self, settings: Settings, retry: RetryPolicy, max_entries: int = 256) -> None:
+        self.settings = settings
+        self.retry = retry
+        self.max_entries = max_entries
+        self.graph_transport = AiohttpTransport()
+        self.dataverse_transport = AiohttpTransport()
+        self._clients: OrderedDict[str, tuple[GraphClient, DataverseClient]] = OrderedDict()
+
+    def get(self, assertion: str) -> tuple[GraphClient, DataverseClient]:
+        key = hashlib.sha256(assertion.encode()).hexdigest()
+        found = self._clients.get(key)
+        if found is not None:
+            self._clients.move_to_end(key)
+            return found
+        settings = self.settings
+        graph = GraphClient(settings.graph_base_url,
+                            OboTokenAuth(settings, assertion, settings.graph_scope),
+                            transport=self.graph_transport, retry=self.retry,
+                            timeout=settings.http_timeout_seconds)
+        dataverse = DataverseClient(settings.dataverse_api_url,
+                                    OboTokenAuth(settings, assertion, settings.dataverse_scope),
+                                    transport=self.dataverse_transport, retry=self.retry,
+                                    timeout=settings.http_timeout_seconds)
+        self._clients[key] = (graph, dataverse)
+        while len(self._clients) > self.max_entries:
+            self._clients.popitem(last=False)  # shared transports: nothing to close
+        return graph, dataverse
+
+    async def aclose(self) -> None:
+        self._clients.clear()
+        await self.graph_transport.aclose()
+        await self.dataverse_transport.aclose()
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -37,22 +82,14 @@ class Runtime:
     validator: TokenValidator
     retry: RetryPolicy
     credential: Any = None
+    users: UserClients = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.users = UserClients(self.settings, self.retry)
 
     def dataverse_as(self, object_id: str) -> DataverseClient:
         """The CRM as the mailbox owner sees it: their record and field security apply."""
         return self.dataverse.impersonate(object_id)
-
-    def graph_for_user(self, assertion: str) -> GraphClient:
-        """Graph on behalf of the add-in's user: their own mailbox only."""
-        auth = OboTokenAuth(self.settings, assertion, self.settings.graph_scope)
-        return GraphClient(self.settings.graph_base_url, auth, retry=self.retry,
-                           timeout=self.settings.http_timeout_seconds)
-
-    def dataverse_for_user(self, assertion: str) -> DataverseClient:
-        """Dataverse on behalf of the add-in's user: their own CRM privileges."""
-        auth = OboTokenAuth(self.settings, assertion, self.settings.dataverse_scope)
-        return DataverseClient(self.settings.dataverse_api_url, auth, retry=self.retry,
-                               timeout=self.settings.http_timeout_seconds)
 
     async def close(self) -> None:
         from shared.sync.intents import drain_bookkeeping
@@ -60,6 +97,7 @@ class Runtime:
         await drain_bookkeeping()  # answered add-in actions still being recorded
         await self.graph.aclose()
         await self.dataverse.aclose()
+        await self.users.aclose()
         await self.validator.aclose()
         await self.store.close()
         await aclose_obo_providers()

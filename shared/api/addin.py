@@ -15,12 +15,10 @@ import hashlib
 import logging
 import re
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import Any
 
-import httpx
 from pydantic import BaseModel
 
 from shared.api.addin_models import (
@@ -42,7 +40,7 @@ from shared.api.addin_models import (
 )
 from shared.api.http import ApiRequest, ApiResponse
 from shared.api.problem import ApiError, bad_request
-from shared.dataverse import DataverseClient, DataverseOperation
+from shared.dataverse import DataverseOperation
 from shared.domain.correlation import RegardingRef, TrackedRef
 from shared.domain.mailbox import FolderRule, Mailbox, MailboxRuleError
 from shared.domain.tracking import (
@@ -54,7 +52,7 @@ from shared.domain.tracking import (
 from shared.domain.tracking_token import find_token, format_token
 from shared.errors import ErrorKind, UpstreamError
 from shared.graph import GraphClient
-from shared.identity import Caller, OboTokenAuth, obo_provider, require_scope
+from shared.identity import Caller, obo_provider, require_scope
 from shared.runtime import Runtime, get_runtime
 from shared.store import intent_id_for
 from shared.store.errors import ConcurrencyError
@@ -96,61 +94,9 @@ async def authorize_user(request: ApiRequest, runtime: Runtime) -> Caller:
     return require_scope(caller, runtime.settings.api_scope)
 
 
-class _UserClients:
-    """On-behalf-of clients per caller token, over two shared connection pools.
-
-    A new httpx client per request would cost a TLS handshake and an SSL context per call on
-    the track path; sharing the transports keeps connections warm while each client carries
-    its own user's OBO auth. Keyed by a hash of the token, never the token itself.
-    """
-
-    def __init__(self, runtime: Runtime, max_entries: int = 256) -> None:
-        self.runtime = runtime
-        self.max_entries = max_entries
-        self.graph_transport = httpx.AsyncHTTPTransport(retries=0)
-        self.dataverse_transport = httpx.AsyncHTTPTransport(retries=0)
-        self._clients: OrderedDict[str, tuple[GraphClient, DataverseClient]] = OrderedDict()
-
-    def get(self, assertion: str) -> tuple[GraphClient, DataverseClient]:
-        key = hashlib.sha256(assertion.encode()).hexdigest()
-        found = self._clients.get(key)
-        if found is not None:
-            self._clients.move_to_end(key)
-            return found
-        settings = self.runtime.settings
-        graph = GraphClient(settings.graph_base_url,
-                            OboTokenAuth(settings, assertion, settings.graph_scope),
-                            transport=self.graph_transport, retry=self.runtime.retry,
-                            timeout=settings.http_timeout_seconds)
-        dataverse = DataverseClient(settings.dataverse_api_url,
-                                    OboTokenAuth(settings, assertion, settings.dataverse_scope),
-                                    transport=self.dataverse_transport,
-                                    retry=self.runtime.retry,
-                                    timeout=settings.http_timeout_seconds)
-        self._clients[key] = (graph, dataverse)
-        while len(self._clients) > self.max_entries:
-            self._clients.popitem(last=False)  # shared transports: nothing to close
-        return graph, dataverse
-
-    async def aclose(self) -> None:
-        for transport in (self.graph_transport, self.dataverse_transport):
-            try:
-                await transport.aclose()
-            except Exception as error:  # noqa: BLE001 - a pool of a finished event loop
-                log.debug("old OBO pool not closed: %s", type(error).__name__)
-
-
-_user_clients: _UserClients | None = None
-
-
 async def user_actor(runtime: Runtime, caller: Caller) -> Actor:
     """The caller acting through OBO: their own mailbox, their own CRM privileges."""
-    global _user_clients
-    if _user_clients is None or _user_clients.runtime is not runtime:
-        if _user_clients is not None:
-            await _user_clients.aclose()
-        _user_clients = _UserClients(runtime)
-    graph, dataverse = _user_clients.get(caller.token)
+    graph, dataverse = runtime.users.get(caller.token)
     settings = runtime.settings
     provider = obo_provider(settings)
 

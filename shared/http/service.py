@@ -15,6 +15,7 @@ import httpx
 
 from shared.errors import ErrorKind, UpstreamError
 from shared.http.retry import RequestStats, RetryPolicy, send_with_retry, with_operations
+from shared.http.transport import AiohttpTransport
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 Hooks = Mapping[str, Sequence[Any]]
@@ -63,7 +64,7 @@ class ServiceClient:
         hooks = {k: list(v) for k, v in (event_hooks or {}).items()}
         hooks["request"] = [self.stats.on_request, *hooks.get("request", [])]
         self._http = httpx.AsyncClient(
-            base_url=self.base_url + "/", auth=auth, transport=transport,
+            base_url=self.base_url + "/", auth=auth, transport=transport or AiohttpTransport(),
             timeout=as_timeout(timeout), event_hooks=hooks, headers=self.default_headers,
         )
         self._owns_http = True

@@ -975,11 +975,7 @@ async def attempt_created(settings: Settings, store: Store, actor: Actor,
         # Answered now; the outcome and the tracked row are recorded in the background.
         _finish(intent, outcome, "done", utcnow())
         answered = intent.model_copy(deep=True)
-        task = _start_bookkeeping(settings, store, intent, etag, executor, outcome)
-        for _ in range(_SEND_TURNS):  # let the writes go out before answering (see below)
-            if task.done():
-                break
-            await asyncio.sleep(0)
+        _start_bookkeeping(settings, store, intent, etag, executor, outcome)
         return answered, None
     return intent, await _save_attempt(store, intent, etag)
 
@@ -995,17 +991,14 @@ async def attempt_created(settings: Settings, store: Store, actor: Actor,
 #   created again, and since the tracked row's claim names this intent (`claim_intent`) the
 #   outcome recorded is "created", the answer the caller already had;
 # - if a bookkeeping write fails, the intent is put back to pending and queued for a retry;
-# - the writes are sent before the answer leaves (a few loop turns, `_SEND_TURNS`), so they
-#   are in flight with it rather than competing with the next request for the event loop;
+# - the writes are started with the answer and sent on the loop's next turns, so the caller
+#   does not wait for the storage SDK to build them (a few ms of CPU);
 # - in this process, every reader of the intent or of the tracked row (a replay, GET intents,
 #   status, the next track/regarding/untrack of the item) first waits for the bookkeeping still
 #   running (`settled`), so it reads its own answer. Another instance may, for those few ms,
 #   see the row "pending": a replay there is re-attempted and answers the same activity.
 
 _BOOKKEEPING: dict[str, asyncio.Future[None]] = {}  # "intent:<id>" / "key:<key>" -> task
-
-
-_SEND_TURNS = 4
 
 
 def _start_bookkeeping(settings: Settings, store: Store, intent: Intent, etag: str,

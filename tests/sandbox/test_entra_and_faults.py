@@ -116,6 +116,35 @@ def test_jwks_has_two_keys_and_rotation_drops_the_signer(fresh_sandbox: SandboxH
     assert signer not in {k["kid"] for k in rotated} and keys[1]["kid"] == rotated[0]["kid"]
 
 
+def test_a_token_already_accepted_is_refused_once_its_key_is_rotated_out(
+        fresh_sandbox: SandboxHandle) -> None:
+    """The emulator remembers verified tokens; rotation must still end them at once."""
+    sb = fresh_sandbox
+    token = sb.app_token(f"{GRAPH}/.default")
+    with sb.client(headers={"Authorization": f"Bearer {token}"}) as client:
+        assert client.get(f"/v1.0/users/{ALEX_OID}/messages?$top=1").status_code == 200
+        assert client.get(f"/v1.0/users/{ALEX_OID}/messages?$top=1").status_code == 200
+        sb.control.post("/_sandbox/keys/rotate").raise_for_status()  # drops the signer
+        refused = client.get(f"/v1.0/users/{ALEX_OID}/messages?$top=1")
+    assert refused.status_code == 401
+
+
+def test_a_remembered_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sandbox import entra
+
+    issuer = entra.TokenIssuer()
+    now = int(time.time())
+    token = issuer.sign({"iss": "https://issuer", "aud": "api://x", "tid": "t", "nbf": now - 5,
+                         "iat": now - 5, "exp": now + 60})
+    assert issuer.verify(token, audience="api://x", issuer="https://issuer")["tid"] == "t"
+    assert issuer.verify(token, audience="api://x", issuer="https://issuer")["tid"] == "t"
+    monkeypatch.setattr(entra.time, "time", lambda: now + 60.0)
+    with pytest.raises(entra.InvalidToken, match="expired"):
+        issuer.verify(token, audience="api://x", issuer="https://issuer")
+    with pytest.raises(entra.InvalidToken):
+        issuer.verify(token, audience="api://other", issuer="https://issuer")
+
+
 # --- faults -----------------------------------------------------------------------------------
 
 
@@ -150,7 +179,7 @@ def test_faults_are_per_user(fresh_sandbox: SandboxHandle, graph: httpx.Client) 
     fresh_sandbox.faults({"service": "graph", "kind": "status", "status": 503, "count": None,
                           "user": "alex@contoso.com"})
     assert graph.get("/v1.0/users/megan@contoso.com/mailFolders/inbox").status_code == 200
-    assert graph.get(f"/v1.0/users/{ALEX_OID}/mailFolders/inbox").status_code == 503
+    assert graph.get(f"/v1.0/users/{ALEX_OID}/messages?$top=1").status_code == 503
 
 
 def test_dataverse_service_protection_429(fresh_sandbox: SandboxHandle,
