@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from shared.dataverse import DataverseClient, DataverseOperation
 from shared.domain.addresses import (
@@ -63,6 +63,8 @@ from shared.store.tracked import Claim, Regarding, TrackedMessage
 from shared.sync.batching import literal
 from shared.sync.parties import TABLES, candidates_from, lookup_operations
 from shared.sync.threads import activity_id_for
+
+T = TypeVar("T")
 
 log = logging.getLogger("sss.intents")
 
@@ -594,10 +596,12 @@ class Executor:
             return claim.message, claim.etag
         return await self._take_over(claim.message, claim.etag, now)
 
-    async def _take_over(self, row: TrackedMessage, etag: str, now: datetime
-                         ) -> tuple[TrackedMessage, str]:
-        """Claim a row someone else created (untracked, or a stale claim) under its ETag."""
-        if row.state == "pending" and row.claimed_by not in (None, self.actor.mailbox_id) \
+    async def _take_over(self, row: TrackedMessage, etag: str, now: datetime, *,
+                         wait_for_others: bool = True) -> tuple[TrackedMessage, str]:
+        """Claim a row someone else created (untracked, or a stale claim) under its ETag;
+        InProgress while another mailbox's fresh claim stands (unless not `wait_for_others`)."""
+        if wait_for_others and row.state == "pending" \
+                and row.claimed_by not in (None, self.actor.mailbox_id) \
                 and row.claimed_at and now - row.claimed_at < CLAIM_STALE_AFTER:
             raise InProgress()
         row.claimed_by, row.claimed_at = self.actor.mailbox_id, now
@@ -615,6 +619,22 @@ class Executor:
         await self._ready()
         return await self.store.tracked.claim(key, self.actor.mailbox_id, now, item_id,
                                               intent_id=self.intent_id)
+
+    async def _claimed_for_create(self, claiming: asyncio.Future[Claim], now: datetime
+                                  ) -> tuple[TrackedMessage, str]:
+        """The row, claimed for this intent while its email is created. The claim names the
+        intent before the answer goes, so a later attempt of it (after a worker was lost)
+        still answers "created"; another mailbox's claim is not waited for: the email's id
+        settles which create wins."""
+        claim = await claiming
+        if claim.won or claim.message.claim_intent == self.intent_id:
+            return claim.message, claim.etag
+        return await self._take_over(claim.message, claim.etag, now, wait_for_others=False)
+
+    async def _after_ready(self, write: Callable[[], Awaitable[T]]) -> T:
+        """A write of the action, started once the intent is durable (`ready`)."""
+        await self._ready()
+        return await write()
 
     async def _set_category(self, item_type: str, item: Mapping[str, Any], on: bool,
                             graph: GraphClient | None = None, user: str | None = None) -> None:
@@ -648,11 +668,13 @@ class Executor:
         await settled(key=key)  # this process's own answered track of it, still being recorded
 
         now = self.clock()
-        claim, reads = await asyncio.gather(
-            self._claim_row(key, str(item["id"]), now),
-            self._reads(item_type, key, addresses, pre))
+        claiming = asyncio.ensure_future(self._claim_row(key, str(item["id"]), now))
+        try:
+            reads = await self._reads(item_type, key, addresses, pre)
+        except BaseException:
+            _quiet(claiming)
+            raise
         existing_id, user_id, rows = reads.existing_id, reads.systemuser_id, reads.rows
-        row, etag = claim.message, claim.etag
         # The id of what this intent creates. An email's is derived from its message id, the
         # one the sync cycle uses too, so a cycle creating it at the same moment collides
         # (412) instead of duplicating it; a meeting's from the intent. An activity with that
@@ -661,36 +683,46 @@ class Executor:
         # worker lost after answering, a failed write): the answer stays "created".
         mine = (activity_id_for(key) if item_type != "event"
                 else activity_id_of(self.intent_id) if self.intent_id else None)
-        ours = self.intent_id is not None and row.claim_intent == self.intent_id
-
-        def outcome_of(found: str) -> str:
-            return "created" if found == mine and (ours or item_type == "event") \
-                else "existing"
-
-        if not claim.won and row.state == "tracked" and row.activity_id:
-            activity_id = row.activity_id
-            outcome = outcome_of(activity_id)
-            await self._set_category(item_type, item, True)
-        elif existing_id is not None:
-            activity_id = existing_id
-            outcome = outcome_of(activity_id)
-            await self._set_category(item_type, item, True)
+        if item_type != "event" and existing_id is None:
+            # A new email: its own id already stops a racing writer from duplicating it, so
+            # the row's claim need not come first; it goes out with the create.
+            body = build_email(item, regarding,
+                               resolve_all(candidates_by_address(rows, addresses), user_id))
+            body["activityid"] = mine
+            (activity_id, _), _, (row, etag) = await asyncio.gather(
+                self._after_ready(lambda: self._create_once("emails", body, mine)),
+                self._after_ready(lambda: self._set_category(item_type, item, True)),
+                self._claimed_for_create(claiming, now))
+            outcome = "created"  # by this intent, now or in an attempt before (same id)
         else:
-            if not claim.won:
-                row, etag = await self._take_over(row, etag, now)
-                ours = True
-            resolutions = resolve_all(candidates_by_address(rows, addresses), user_id)
-            if item_type == "event":
-                body = build_appointment(item, regarding, resolutions)
-            else:
-                body = build_email(item, regarding, resolutions)
-            if mine is not None:
-                body["activityid"] = mine
-            (activity_id, fresh), _ = await asyncio.gather(
-                self._create_once("appointments" if item_type == "event" else "emails",
-                                  body, mine),
-                self._set_category(item_type, item, True))
-            outcome = "created" if fresh else outcome_of(activity_id)
+            claim = await claiming
+            row, etag = claim.message, claim.etag
+            ours = self.intent_id is not None and row.claim_intent == self.intent_id
+
+            def outcome_of(found: str) -> str:
+                return "created" if found == mine and (ours or item_type == "event") \
+                    else "existing"
+
+            if not claim.won and row.state == "tracked" and row.activity_id:
+                activity_id = row.activity_id
+                outcome = outcome_of(activity_id)
+                await self._set_category(item_type, item, True)
+            elif existing_id is not None:
+                activity_id = existing_id
+                outcome = outcome_of(activity_id)
+                await self._set_category(item_type, item, True)
+            else:  # a new meeting: only the claim keeps two attendees from making two
+                if not claim.won:
+                    row, etag = await self._take_over(row, etag, now)
+                body = build_appointment(
+                    item, regarding,
+                    resolve_all(candidates_by_address(rows, addresses), user_id))
+                if mine is not None:
+                    body["activityid"] = mine
+                (activity_id, fresh), _ = await asyncio.gather(
+                    self._create_once("appointments", body, mine),
+                    self._set_category(item_type, item, True))
+                outcome = "created" if fresh or activity_id == mine else "existing"
         now = self.clock()
         mailbox_id, item_id = self.actor.mailbox_id, str(item["id"])
 
@@ -859,6 +891,11 @@ class Executor:
 
 
 # --- intents ----------------------------------------------------------------------------------
+
+
+def _quiet(task: asyncio.Future[Any]) -> None:
+    """A task left to finish on its own: its failure is not logged as never retrieved."""
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
 
 
 def outcome_of(intent: Intent) -> Outcome | None:

@@ -14,6 +14,8 @@ from tests.e2e.test_addin_support import (
     ALEX,
     ALEX_OID,
     CATEGORY,
+    MEGAN,
+    MEGAN_OID,
     crm_rows,
     deliver,
     emails_with,
@@ -201,3 +203,47 @@ async def test_worker_dying_after_the_answer_leaves_the_intent_to_the_cycle(
     assert body["status"]["activity_id"] == first["status"]["activity_id"] \
         == activities[0]["activityid"]
     assert body["status"]["tracked"] is True
+
+
+async def test_another_mailboxs_claim_does_not_hold_up_a_new_email(
+        app_host: FunctionHost, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An email's claim goes out with its create (its id, derived from the message id, stops
+    duplicates): another participant's fresh claim is taken over, not waited for, and the
+    take-over names this intent before the answer, so a replay after a lost worker still
+    answers "created"."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    import shared.sync.intents as intents
+    from shared.runtime import get_runtime
+    from tests.e2e.sync_support import enable, tick_and_drain
+
+    await enable(app_host, ALEX_OID, tracking_option="none")
+    ids = deliver(app_host, [ALEX, MEGAN])
+    imid = ids[ALEX]["internetMessageId"]
+    store = (await get_runtime()).store
+    other = await store.tracked.claim(imid, MEGAN_OID, datetime.now(UTC),
+                                      ids[MEGAN]["id"], intent_id="megans-intent")
+    assert other.won
+
+    def dies(*args: Any) -> asyncio.Future[None]:
+        gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        gone.set_result(None)
+        return gone
+
+    headers = {"Idempotency-Key": "claimed-by-megan"}
+    monkeypatch.setattr(intents, "_start_bookkeeping", dies)
+    answered = await track(app_host, item_id(ids[ALEX]), headers=headers)
+    monkeypatch.undo()
+    assert answered.status == 200, answered.body  # not 202 "in progress"
+    assert answered.json()["outcome"] == "created"
+    row = await tracked_row(imid)
+    assert row.claimed_by == ALEX_OID
+    assert row.claim_intent == answered.json()["intent_id"]
+    assert len(emails_with(app_host, imid)) == 1
+
+    await tick_and_drain(app_host)  # the pending intent, carried out by the cycle
+    replay = await track(app_host, item_id(ids[ALEX]), headers=headers)
+    assert replay.json()["outcome"] == "created"
+    assert replay.json()["status"]["activity_id"] == answered.json()["status"]["activity_id"]
+    assert len(emails_with(app_host, imid)) == 1
