@@ -15,9 +15,9 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -79,6 +79,7 @@ from shared.sync.intents import (
 from shared.sync.lifecycle import LifecycleError, MailboxService
 
 log = logging.getLogger("sss.addin")
+T = TypeVar("T")
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 _PRINTABLE = re.compile(r"^[\x21-\x7e]{1,128}$")
@@ -174,9 +175,9 @@ async def _action(request: ApiRequest, action: IntentAction, model: type[BaseMod
     intent_id = intent_id_for(caller.object_id, key)
     # The stored intent (a replay?) and the validation reads go out together: both are reads,
     # so a refused or replayed request still writes nothing.
-    check = asyncio.ensure_future(  # first: it is the longer of the two
-        asyncio.wait_for(Executor(settings, store, actor).prefetch(
-            payload, speculate=action == "track"), remaining()))
+    check = asyncio.ensure_future(_within(Executor(settings, store, actor).prefetch(
+        payload, speculate=action == "track"), remaining()))
+    await asyncio.sleep(0)  # its requests leave first: they are the longer wait
     lookup = asyncio.ensure_future(_stored_intent(store, mailbox_id, intent_id))
     try:
         found = await lookup
@@ -238,6 +239,13 @@ async def _action(request: ApiRequest, action: IntentAction, model: type[BaseMod
         else:
             return _replay(intent.result or {})
     return await _queue(runtime, intent)
+
+
+async def _within(work: Awaitable[T], seconds: float) -> T:
+    """`work` with a deadline, run in the caller's task (no extra task: its first requests
+    leave in the caller's first step)."""
+    async with asyncio.timeout(seconds):
+        return await work
 
 
 async def _stored_intent(store: Any, mailbox_id: str, intent_id: str) -> Any:

@@ -406,22 +406,26 @@ class Executor:
                        ) -> Prefetched:
         """Round trip 1: the item and the regarding record, in parallel (token warm-up too).
 
-        With `speculate` (a track whose caller's Graph OBO token is not cached: round 1 is then
-        the OBO exchange and the item's read as the user is round 2), the item is also read
-        with the app's own Graph client, from the caller's own mailbox only, while the token
-        is exchanged; round 2's reads (`Reads`) start from that copy, alongside the read as the
-        user. They are reads only, and `track` uses them only if the caller's own read returns
-        the same item; that read still decides whether the request is refused. If the app may
-        not read the mailbox, the path is the sequential one."""
+        With `speculate` (a track), round 2's reads (`Reads`) start the moment the item
+        arrives, in this task, so they leave before the caller builds its storage writes.
+        When the caller's Graph OBO token is not cached, round 1 is the OBO exchange and the
+        item's read as the user is round 2: the item is then also read with the app's own
+        Graph client, from the caller's own mailbox only, while the token is exchanged, and
+        round 2's reads start from that copy, alongside the read as the user. They are reads
+        only, and `track` uses them only if the caller's own read returns the same item; that
+        read still decides whether the request is refused. If the app may not read the
+        mailbox, the path is the sequential one."""
+        jobs: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(self.fetch_item(payload["item_type"], payload["item_id"]))]
+        if payload.get("regarding"):
+            jobs.append(asyncio.ensure_future(self.read_regarding(payload["regarding"])))
+        elif self.actor.warm is not None:
+            jobs.append(asyncio.ensure_future(self.actor.warm()))
         speculation: asyncio.Future[Reads | None] | None = None
         if speculate and self.actor.cold and self.actor.app_graph is not None:
+            # after the OBO exchanges (started above): they are the longer wait
             speculation = asyncio.ensure_future(
                 self._speculate(payload["item_type"], payload["item_id"]))
-        jobs: list[Any] = [self.fetch_item(payload["item_type"], payload["item_id"])]
-        if payload.get("regarding"):
-            jobs.append(self.read_regarding(payload["regarding"]))
-        elif self.actor.warm is not None:
-            jobs.append(self.actor.warm())
         try:
             results = await asyncio.gather(*jobs, return_exceptions=True)
             for result in results:  # a refusal outranks a transient failure of the other half
@@ -431,14 +435,19 @@ class Executor:
                 if isinstance(result, BaseException):
                     raise result
         except BaseException:
-            if speculation is not None:
-                speculation.cancel()
+            for job in [*jobs, *([speculation] if speculation else [])]:
+                job.cancel()
             raise
         item = results[0]
         regarding = results[1] if payload.get("regarding") else None
         if isinstance(item, BaseException) or isinstance(regarding, BaseException):
             raise AssertionError("unreachable: every exception was raised above")
-        return Prefetched(item=item, regarding=regarding, reads=speculation)
+        reads: asyncio.Future[Reads | None] | None = speculation
+        if speculate and speculation is None:
+            item_type = payload["item_type"]
+            reads = self._start_reads(item_type, item_key(item_type, item),
+                                      _addresses(item_type, item))
+        return Prefetched(item=item, regarding=regarding, reads=reads)
 
     async def _speculate(self, item_type: str, item_id: str) -> Reads | None:
         """The item as the app reads it in the caller's own mailbox, then round 2's reads for
@@ -456,30 +465,49 @@ class Executor:
         except (UpstreamError, ActionRefused) as error:
             log.info("speculative read not used: %s", type(error).__name__)
             return None
-        addresses = _addresses(item_type, item)
-        existing, batch = await asyncio.gather(self._lookup_existing(item_type, key),
-                                               self._user_batch(addresses),
-                                               return_exceptions=True)
-        if isinstance(existing, BaseException) or isinstance(batch, BaseException):
+        try:
+            return await self._start_reads(item_type, key, _addresses(item_type, item))
+        except (UpstreamError, ActionRefused):
             return None
-        return Reads(key, addresses, existing, batch[0], batch[1])
+
+    def _start_reads(self, item_type: str, key: str, addresses: list[str]
+                     ) -> asyncio.Future[Reads | None]:
+        """Round 2's reads for this item, each request its own task created now (not behind
+        a gather's extra loop turn): the duplicate check as the app, and as the caller who
+        they are in the CRM (cached per process) and every party lookup. Parallel GETs rather
+        than one $batch: Dataverse runs a batch's operations one after another, so the batch
+        costs their sum, not their max. Failures are raised to whoever awaits the result."""
+        existing = asyncio.ensure_future(self._lookup_existing(item_type, key))
+        user = asyncio.ensure_future(self._systemuser_id())
+        operations = party_operations(addresses) if addresses else []
+        lookups = [asyncio.ensure_future(self._rows(op)) for _, op in operations]
+
+        async def combined() -> Reads | None:
+            found, user_id, *rows = await asyncio.gather(existing, user, *lookups)
+            tables = [table for table, _ in operations]
+            return Reads(key, addresses, found, user_id, dict(zip(tables, rows, strict=True)))
+
+        result = asyncio.ensure_future(combined())
+        _quiet(result)  # a prefetch whose result is not used (a replay) leaves it unawaited
+        return result
 
     async def _reads(self, item_type: str, key: str, addresses: list[str],
                      pre: Prefetched) -> Reads:
-        """Round 2's reads for this item: the speculative ones when they were made for it,
+        """Round 2's reads for this item: the ones started early when they were made for it,
         else read now (all of them, or only the party lookups if just the addresses differ)."""
         reads = None
-        speculated, pre.reads = pre.reads, None  # used once
-        if speculated is not None and not speculated.cancelled():
-            reads = await speculated  # never raises: a failed speculation is None
+        started, pre.reads = pre.reads, None  # used once
+        if started is not None and not started.cancelled():
+            reads = await started
         if reads is not None and reads.key == key:
             if reads.addresses == addresses:
                 return reads
-            user_id, rows = await self._user_batch(addresses)
-            return Reads(key, addresses, reads.existing_id, user_id, rows)
-        existing, (user_id, rows) = await asyncio.gather(
-            self._lookup_existing(item_type, key), self._user_batch(addresses))
-        return Reads(key, addresses, existing, user_id, rows)
+            fresh = await self._start_reads(item_type, key, addresses)
+            assert fresh is not None
+            return Reads(key, addresses, reads.existing_id, fresh.systemuser_id, fresh.rows)
+        fresh = await self._start_reads(item_type, key, addresses)
+        assert fresh is not None
+        return fresh
 
     async def _lookup_existing(self, item_type: str, key: str) -> str | None:
         """The activity already in the CRM for this message/meeting (ids only, app user)."""
@@ -493,17 +521,6 @@ class Executor:
                                                         filter=flt, top=1):
             return str(row["activityid"])
         return None
-
-    async def _user_batch(self, addresses: Sequence[str]
-                          ) -> tuple[str | None, dict[str, list[dict[str, Any]]]]:
-        """Round trip 2 as the user: who they are in the CRM (cached per process) and every
-        party lookup, all in parallel. Parallel GETs rather than one $batch: Dataverse runs a
-        batch's operations one after another, so the batch costs their sum, not their max."""
-        tables = list(PARTY_TABLES) if addresses else []
-        jobs: list[Any] = [self._systemuser_id()]
-        jobs += [self._rows(op) for _, op in party_operations(addresses)] if addresses else []
-        results = await asyncio.gather(*jobs)
-        return results[0], dict(zip(tables, results[1:], strict=True))
 
     async def _systemuser_id(self) -> str | None:
         cached = _SYSTEMUSERS.get(self.actor.object_id)
