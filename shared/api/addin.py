@@ -102,8 +102,9 @@ async def user_actor(runtime: Runtime, caller: Caller) -> Actor:
     provider = obo_provider(settings)
 
     async def warm() -> None:
-        # Both OBO exchanges in parallel with the Graph read, not one after the other.
-        await provider.get_token(caller.token, settings.dataverse_scope)
+        # Both OBO exchanges at once (the Graph read shares its exchange with this one).
+        await asyncio.gather(provider.get_token(caller.token, settings.graph_scope),
+                             provider.get_token(caller.token, settings.dataverse_scope))
 
     return Actor(object_id=caller.object_id, graph=graph, dataverse=dataverse,
                  app_dataverse=runtime.dataverse, app_graph=runtime.graph, warm=warm,
@@ -175,8 +176,9 @@ async def _action(request: ApiRequest, action: IntentAction, model: type[BaseMod
     intent_id = intent_id_for(caller.object_id, key)
     # The stored intent (a replay?) and the validation reads go out together: both are reads,
     # so a refused or replayed request still writes nothing.
+    writable: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     check = asyncio.ensure_future(_within(Executor(settings, store, actor).prefetch(
-        payload, speculate=action == "track"), remaining()))
+        payload, speculate=action == "track", writable=writable), remaining()))
     await asyncio.sleep(0)  # its requests leave first: they are the longer wait
     lookup = asyncio.ensure_future(_stored_intent(store, mailbox_id, intent_id))
     try:
@@ -191,18 +193,30 @@ async def _action(request: ApiRequest, action: IntentAction, model: type[BaseMod
     else:
         # Validate before anything is written: the item must be in the caller's mailbox and
         # the regarding record readable by them. Unavailable services do not refuse: the
-        # intent is written and finished later (which re-checks both).
+        # intent is written and finished later (which re-checks both). A cold track may write
+        # it as soon as `writable` says so (see Executor.prefetch), alongside the caller's own
+        # read; should that read still refuse, the intent is taken back.
+        def start_write() -> asyncio.Future[tuple[Any, str, bool]]:
+            return asyncio.ensure_future(store.intents.create_or_get(
+                key, user_object_id=caller.object_id, mailbox_id=mailbox_id, action=action,
+                payload=payload, now=_now()))
+
+        first: list[asyncio.Future[Any]] = [check, writable]
+        await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
+        early = start_write() if writable.done() and not check.done() else None
         try:
             pre = await check
         except ActionRefused as refusal:
+            if early is not None:
+                await _withdraw(store, early)
             raise _refusal(refusal) from None
         except (TimeoutError, UpstreamError) as error:
             if isinstance(error, UpstreamError) and not error.transient:
+                if early is not None:
+                    await _withdraw(store, early)
                 raise
             log.info("%s validation deferred: %s", action, type(error).__name__)
-        write = asyncio.ensure_future(store.intents.create_or_get(
-            key, user_object_id=caller.object_id, mailbox_id=mailbox_id, action=action,
-            payload=payload, now=_now()))
+        write = early or start_write()
         if pre is None:
             intent, etag, created = await write
         else:
@@ -252,6 +266,17 @@ async def _stored_intent(store: Any, mailbox_id: str, intent_id: str) -> Any:
     """The stored intent, once this process's bookkeeping of it (if any) has landed."""
     await settled(intent_id=intent_id)
     return await store.intents.get(mailbox_id, intent_id)
+
+
+async def _withdraw(store: Any, write: asyncio.Future[tuple[Any, str, bool]]) -> None:
+    """Take back an intent written ahead of the caller's own read, which then refused: the
+    refusal leaves nothing behind. One this request did not create is not its to remove."""
+    try:
+        intent, etag, created = await write
+    except Exception:  # noqa: BLE001 - never written
+        return
+    if created:
+        await store.intents.delete(intent, etag)
 
 
 def _discard(task: asyncio.Future[Any]) -> None:

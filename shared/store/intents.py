@@ -86,6 +86,10 @@ class IntentRepository(TableRepository):
         """Replace if unchanged since read; ConcurrencyError otherwise."""
         return await self._replace(self._entity(intent), etag)
 
+    async def delete(self, intent: Intent, etag: str) -> None:
+        """Remove an intent as written (taken back before anything was attempted)."""
+        await self._delete(intent.mailbox_id, intent.intent_id, etag)
+
     async def list_pending(self, mailbox_id: str) -> list[tuple[Intent, str]]:
         return [
             (unpack(entity, Intent), entity.metadata["etag"])

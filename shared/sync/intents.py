@@ -402,8 +402,8 @@ class Executor:
             row.get("name") or row.get("fullname") or row.get("title"))
         return Regarding(table=table, id=record_id, name=name)
 
-    async def prefetch(self, payload: Mapping[str, Any], *, speculate: bool = False
-                       ) -> Prefetched:
+    async def prefetch(self, payload: Mapping[str, Any], *, speculate: bool = False,
+                       writable: asyncio.Future[None] | None = None) -> Prefetched:
         """Round trip 1: the item and the regarding record, in parallel (token warm-up too).
 
         With `speculate` (a track), round 2's reads (`Reads`) start the moment the item
@@ -414,18 +414,29 @@ class Executor:
         round 2's reads start from that copy, alongside the read as the user. They are reads
         only, and `track` uses them only if the caller's own read returns the same item; that
         read still decides whether the request is refused. If the app may not read the
-        mailbox, the path is the sequential one."""
+        mailbox, the path is the sequential one.
+
+        `writable` (cold path) is set once the app's read found the item in the caller's own
+        mailbox, the caller's OBO tokens were issued and the regarding record (if any) was
+        read as the caller: the intent may then be written alongside the caller's own read
+        instead of after it (the caller takes it back should that read still refuse)."""
+        item_type, item_id = payload["item_type"], payload["item_id"]
+        cold = speculate and self.actor.cold and self.actor.app_graph is not None
         jobs: list[asyncio.Future[Any]] = [
-            asyncio.ensure_future(self.fetch_item(payload["item_type"], payload["item_id"]))]
+            asyncio.ensure_future(self.fetch_item(item_type, item_id))]
         if payload.get("regarding"):
             jobs.append(asyncio.ensure_future(self.read_regarding(payload["regarding"])))
-        elif self.actor.warm is not None:
+        if self.actor.warm is not None and (cold or not payload.get("regarding")):
             jobs.append(asyncio.ensure_future(self.actor.warm()))
+        side: list[asyncio.Future[Any]] = []
         speculation: asyncio.Future[Reads | None] | None = None
-        if speculate and self.actor.cold and self.actor.app_graph is not None:
-            # after the OBO exchanges (started above): they are the longer wait
-            speculation = asyncio.ensure_future(
-                self._speculate(payload["item_type"], payload["item_id"]))
+        if cold:  # after the OBO exchanges (started above): they are the longer wait
+            found: asyncio.Future[dict[str, Any] | None] = \
+                asyncio.get_running_loop().create_future()
+            speculation = asyncio.ensure_future(self._speculate(item_type, item_id, found))
+            side.append(speculation)
+            if writable is not None:
+                side.append(asyncio.ensure_future(_open(writable, found, jobs[1:])))
         try:
             results = await asyncio.gather(*jobs, return_exceptions=True)
             for result in results:  # a refusal outranks a transient failure of the other half
@@ -435,7 +446,7 @@ class Executor:
                 if isinstance(result, BaseException):
                     raise result
         except BaseException:
-            for job in [*jobs, *([speculation] if speculation else [])]:
+            for job in [*jobs, *side]:
                 job.cancel()
             raise
         item = results[0]
@@ -444,15 +455,16 @@ class Executor:
             raise AssertionError("unreachable: every exception was raised above")
         reads: asyncio.Future[Reads | None] | None = speculation
         if speculate and speculation is None:
-            item_type = payload["item_type"]
             reads = self._start_reads(item_type, item_key(item_type, item),
                                       _addresses(item_type, item))
         return Prefetched(item=item, regarding=regarding, reads=reads)
 
-    async def _speculate(self, item_type: str, item_id: str) -> Reads | None:
-        """The item as the app reads it in the caller's own mailbox, then round 2's reads for
-        it (as the caller through OBO, and the ids-only duplicate check). None when the app
-        cannot read it or a read fails: the attempt then reads as usual."""
+    async def _speculate(self, item_type: str, item_id: str,
+                         found: asyncio.Future[dict[str, Any] | None]) -> Reads | None:
+        """The item as the app reads it in the caller's own mailbox (also set on `found`;
+        None when the app cannot read it), then round 2's reads for it (the ids-only
+        duplicate check, and the caller's). None when a read fails: the attempt then reads as
+        usual."""
         graph = self.actor.app_graph
         assert graph is not None
         try:
@@ -464,23 +476,33 @@ class Executor:
             key = item_key(item_type, item)
         except (UpstreamError, ActionRefused) as error:
             log.info("speculative read not used: %s", type(error).__name__)
+            found.set_result(None)
             return None
+        except BaseException:
+            found.cancel()
+            raise
+        found.set_result(item)
+        # As the caller without waiting for their OBO token: the application user
+        # impersonating them (CallerObjectId), which Dataverse answers with the caller's own
+        # privileges, as the retry queue's and the sync cycle's actions are.
+        as_caller = self.actor.app_dataverse.impersonate(self.actor.object_id)
         try:
-            return await self._start_reads(item_type, key, _addresses(item_type, item))
+            return await self._start_reads(item_type, key, _addresses(item_type, item), as_caller)
         except (UpstreamError, ActionRefused):
             return None
 
-    def _start_reads(self, item_type: str, key: str, addresses: list[str]
-                     ) -> asyncio.Future[Reads | None]:
+    def _start_reads(self, item_type: str, key: str, addresses: list[str],
+                     reader: DataverseClient | None = None) -> asyncio.Future[Reads | None]:
         """Round 2's reads for this item, each request its own task created now (not behind
         a gather's extra loop turn): the duplicate check as the app, and as the caller who
         they are in the CRM (cached per process) and every party lookup. Parallel GETs rather
         than one $batch: Dataverse runs a batch's operations one after another, so the batch
         costs their sum, not their max. Failures are raised to whoever awaits the result."""
+        reader = reader or self.actor.dataverse
         existing = asyncio.ensure_future(self._lookup_existing(item_type, key))
-        user = asyncio.ensure_future(self._systemuser_id())
+        user = asyncio.ensure_future(self._systemuser_id(reader))
         operations = party_operations(addresses) if addresses else []
-        lookups = [asyncio.ensure_future(self._rows(op)) for _, op in operations]
+        lookups = [asyncio.ensure_future(self._rows(op, reader)) for _, op in operations]
 
         async def combined() -> Reads | None:
             found, user_id, *rows = await asyncio.gather(existing, user, *lookups)
@@ -522,11 +544,11 @@ class Executor:
             return str(row["activityid"])
         return None
 
-    async def _systemuser_id(self) -> str | None:
+    async def _systemuser_id(self, reader: DataverseClient) -> str | None:
         cached = _SYSTEMUSERS.get(self.actor.object_id)
         if cached is not None:
             return cached
-        body = await self.actor.dataverse.whoami()
+        body = await reader.whoami()
         user_id = str(body.get("UserId") or "").lower() or None
         if user_id:
             if len(_SYSTEMUSERS) > 10_000:
@@ -534,13 +556,14 @@ class Executor:
             _SYSTEMUSERS[self.actor.object_id] = user_id
         return user_id
 
-    async def _rows(self, op: DataverseOperation) -> list[dict[str, Any]]:
+    async def _rows(self, op: DataverseOperation, reader: DataverseClient
+                    ) -> list[dict[str, Any]]:
         entity_set, _, query = op.path.partition("?")
         params = dict(part.split("=", 1) for part in query.split("&") if part)
         from urllib.parse import unquote
 
         try:
-            return [row async for row in self.actor.dataverse.list(
+            return [row async for row in reader.list(
                 entity_set, select=params.get("$select", "").split(","),
                 filter=unquote(params.get("$filter", "")) or None)]
         except UpstreamError as error:
@@ -908,6 +931,19 @@ class Executor:
 
 
 # --- intents ----------------------------------------------------------------------------------
+
+
+async def _open(writable: asyncio.Future[None], found: asyncio.Future[Any],
+                checks: Sequence[asyncio.Future[Any]]) -> None:
+    """Set `writable` once the app found the item and every other check passed."""
+    try:
+        if await found is None:
+            return
+        await asyncio.gather(*checks)
+    except (Exception, asyncio.CancelledError):  # a failed check: the usual order applies
+        return
+    if not writable.done():
+        writable.set_result(None)
 
 
 def _quiet(task: asyncio.Future[Any]) -> None:

@@ -49,10 +49,10 @@ def speculations(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     seen: list[dict[str, Any]] = []
     original = Executor._speculate
 
-    async def spy(self: Executor, item_type: str, item_id: str) -> Any:
+    async def spy(self: Executor, item_type: str, item_id: str, found: Any) -> Any:
         entry: dict[str, Any] = {}
         seen.append(entry)
-        entry["result"] = result = await original(self, item_type, item_id)
+        entry["result"] = result = await original(self, item_type, item_id, found)
         return result
 
     monkeypatch.setattr(Executor, "_speculate", spy)
@@ -247,3 +247,63 @@ async def test_another_mailboxs_claim_does_not_hold_up_a_new_email(
     assert replay.json()["outcome"] == "created"
     assert replay.json()["status"]["activity_id"] == answered.json()["status"]["activity_id"]
     assert len(emails_with(app_host, imid)) == 1
+
+
+@pytest.fixture
+def held_read(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The caller's own read of the item held until the intent has been written (or 5 s):
+    shows whether a cold track writes its intent alongside that read rather than after it.
+    `refuse` makes the read then refuse, as Graph would a user it no longer lets in."""
+    import asyncio
+
+    from shared.store.intents import IntentRepository
+    from shared.sync.intents import ActionRefused, Executor
+
+    state: dict[str, Any] = {"written": asyncio.Event(), "early": None, "refuse": False}
+    create_or_get, fetch_item = IntentRepository.create_or_get, Executor.fetch_item
+
+    async def writing(self: IntentRepository, *args: Any, **kwargs: Any) -> Any:
+        result = await create_or_get(self, *args, **kwargs)
+        state["written"].set()
+        return result
+
+    async def reading(self: Executor, item_type: str, item_id: str) -> Any:
+        item = await fetch_item(self, item_type, item_id)
+        try:
+            await asyncio.wait_for(state["written"].wait(), 5)
+            state["early"] = True
+        except TimeoutError:
+            state["early"] = False
+        if state["refuse"]:
+            raise ActionRefused(403, "you may not act on this item", field="item_id")
+        return item
+
+    monkeypatch.setattr(IntentRepository, "create_or_get", writing)
+    monkeypatch.setattr(Executor, "fetch_item", reading)
+    return state
+
+
+async def test_cold_track_writes_its_intent_alongside_the_callers_own_read(
+        app_host: FunctionHost, held_read: dict[str, Any]) -> None:
+    ids = deliver(app_host, [ALEX])
+    imid = ids[ALEX]["internetMessageId"]
+    response = await track(app_host, item_id(ids[ALEX]))  # a new token: the cold path
+    assert response.status == 200, response.body
+    assert held_read["early"] is True
+    assert len(emails_with(app_host, imid)) == 1
+
+
+async def test_a_refusal_after_the_early_intent_write_leaves_nothing(
+        app_host: FunctionHost, held_read: dict[str, Any]) -> None:
+    held_read["refuse"] = True
+    ids = deliver(app_host, [ALEX])
+    imid = ids[ALEX]["internetMessageId"]
+    before = len(crm_rows(app_host, "emails"))
+    response = await track(app_host, item_id(ids[ALEX]))
+    assert response.status == 403, response.body
+    assert response.json()["field"] == "item_id"
+    assert held_read["early"] is True  # the intent was written, then taken back
+    assert await table_rows(app_host, "intents") == []
+    assert await table_rows(app_host, TRACKED) == []
+    assert len(crm_rows(app_host, "emails")) == before
+    assert CATEGORY not in message_by_imid(app_host, ALEX, imid)["categories"]
