@@ -12,7 +12,7 @@ The time above the round-trip sum is broken down (`breakdown`): response bodies 
 the headers, storage not overlapped by upstream requests, the other parallel requests of a
 round (the critical path counts one request per round), and the rest (own CPU, event loop).
 
-    python -m bench.track_latency [--calls 200] [--cold-calls 30] [--latency-ms 20]
+    python -m bench.track_latency [--calls 200] [--cold-calls 100] [--latency-ms 20]
 """
 
 from __future__ import annotations
@@ -340,7 +340,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=200)
-    parser.add_argument("--cold-calls", type=int, default=30)
+    parser.add_argument("--cold-calls", type=int, default=100)
     parser.add_argument("--latency-ms", type=int, default=20)
     args = parser.parse_args(argv)
     result = asyncio.run(run(args))

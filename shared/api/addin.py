@@ -102,9 +102,10 @@ async def user_actor(runtime: Runtime, caller: Caller) -> Actor:
     provider = obo_provider(settings)
 
     async def warm() -> None:
-        # Both OBO exchanges at once (the Graph read shares its exchange with this one).
-        await asyncio.gather(provider.get_token(caller.token, settings.graph_scope),
-                             provider.get_token(caller.token, settings.dataverse_scope))
+        # Both OBO exchanges at once: Dataverse's starts here, in this task's first step; the
+        # Graph read has started Graph's, which this shares.
+        await provider.get_token(caller.token, settings.dataverse_scope)
+        await provider.get_token(caller.token, settings.graph_scope)
 
     return Actor(object_id=caller.object_id, graph=graph, dataverse=dataverse,
                  app_dataverse=runtime.dataverse, app_graph=runtime.graph, warm=warm,

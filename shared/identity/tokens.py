@@ -239,7 +239,12 @@ class OboTokenProvider:
         # is being fetched (the add-in's parallel reads) wait for that exchange, not start more.
         exchange = self._exchanges.get(key)
         if exchange is None or force or exchange.get_loop() is not asyncio.get_running_loop():
-            exchange = asyncio.ensure_future(self._exchange(key, user_assertion, scope))
+            started = None
+            if self._app is not None:  # msal's thread starts now, not a loop turn later
+                started = asyncio.get_running_loop().run_in_executor(
+                    None, self._app.acquire_token_on_behalf_of, user_assertion, [scope])
+            exchange = asyncio.ensure_future(
+                self._exchange(key, user_assertion, scope, started))
             self._exchanges[key] = exchange
             exchange.add_done_callback(lambda done: self._forget(key, done))
         return await asyncio.shield(exchange)
@@ -250,11 +255,14 @@ class OboTokenProvider:
         if not done.cancelled():
             done.exception()  # retrieved here: it is raised to every caller that still waits
 
-    async def _exchange(self, key: tuple[str, str], user_assertion: str, scope: str) -> str:
-        app = await self._application()
+    async def _exchange(self, key: tuple[str, str], user_assertion: str, scope: str,
+                        started: asyncio.Future[Any] | None = None) -> str:
+        if started is None:
+            app = await self._application()
+            started = asyncio.ensure_future(asyncio.to_thread(
+                app.acquire_token_on_behalf_of, user_assertion, [scope]))
         try:
-            result = await asyncio.to_thread(app.acquire_token_on_behalf_of, user_assertion,
-                                             [scope])
+            result = await started
         except Exception as error:  # network failures surface as requests exceptions
             raise UpstreamError("on-behalf-of exchange failed", kind=ErrorKind.TRANSIENT,
                                 service="entra", code=type(error).__name__) from error

@@ -708,11 +708,18 @@ class Executor:
         await settled(key=key)  # this process's own answered track of it, still being recorded
 
         now = self.clock()
-        claiming = asyncio.ensure_future(self._claim_row(key, str(item["id"]), now))
+
+        def claim() -> asyncio.Future[Claim]:
+            return asyncio.ensure_future(self._claim_row(key, str(item["id"]), now))
+
+        # The claim overlaps round 2 while it is read; when round 2 was read already (the
+        # cold path), a new email's create and category go out before it.
+        early_claim = None if pre.reads is not None and pre.reads.done() else claim()
         try:
             reads = await self._reads(item_type, key, addresses, pre)
         except BaseException:
-            _quiet(claiming)
+            if early_claim is not None:
+                _quiet(early_claim)
             raise
         existing_id, user_id, rows = reads.existing_id, reads.systemuser_id, reads.rows
         # The id of what this intent creates. An email's is derived from its message id, the
@@ -729,21 +736,23 @@ class Executor:
             body = build_email(item, regarding,
                                resolve_all(candidates_by_address(rows, addresses), user_id))
             body["activityid"] = mine
+            create = asyncio.ensure_future(
+                self._after_ready(lambda: self._create_once("emails", body, mine)))
+            category = asyncio.ensure_future(
+                self._after_ready(lambda: self._set_category(item_type, item, True)))
             (activity_id, _), _, (row, etag) = await asyncio.gather(
-                self._after_ready(lambda: self._create_once("emails", body, mine)),
-                self._after_ready(lambda: self._set_category(item_type, item, True)),
-                self._claimed_for_create(claiming, now))
+                create, category, self._claimed_for_create(early_claim or claim(), now))
             outcome = "created"  # by this intent, now or in an attempt before (same id)
         else:
-            claim = await claiming
-            row, etag = claim.message, claim.etag
+            claimed = await (early_claim or claim())
+            row, etag = claimed.message, claimed.etag
             ours = self.intent_id is not None and row.claim_intent == self.intent_id
 
             def outcome_of(found: str) -> str:
                 return "created" if found == mine and (ours or item_type == "event") \
                     else "existing"
 
-            if not claim.won and row.state == "tracked" and row.activity_id:
+            if not claimed.won and row.state == "tracked" and row.activity_id:
                 activity_id = row.activity_id
                 outcome = outcome_of(activity_id)
                 await self._set_category(item_type, item, True)
@@ -752,7 +761,7 @@ class Executor:
                 outcome = outcome_of(activity_id)
                 await self._set_category(item_type, item, True)
             else:  # a new meeting: only the claim keeps two attendees from making two
-                if not claim.won:
+                if not claimed.won:
                     row, etag = await self._take_over(row, etag, now)
                 body = build_appointment(
                     item, regarding,
