@@ -243,6 +243,8 @@ class OboTokenProvider:
             if self._app is not None:  # msal's thread starts now, not a loop turn later
                 started = asyncio.get_running_loop().run_in_executor(
                     None, self._app.acquire_token_on_behalf_of, user_assertion, [scope])
+                # retrieved even if the exchange below is cancelled before awaiting it
+                started.add_done_callback(lambda done: done.cancelled() or done.exception())
             exchange = asyncio.ensure_future(
                 self._exchange(key, user_assertion, scope, started))
             self._exchanges[key] = exchange

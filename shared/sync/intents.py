@@ -516,7 +516,7 @@ class Executor:
     async def _reads(self, item_type: str, key: str, addresses: list[str],
                      pre: Prefetched) -> Reads:
         """Round 2's reads for this item: the ones started early when they were made for it,
-        else read now (all of them, or only the party lookups if just the addresses differ)."""
+        else read now (keeping the early duplicate check when only the addresses differ)."""
         reads = None
         started, pre.reads = pre.reads, None  # used once
         if started is not None and not started.cancelled():
