@@ -15,9 +15,9 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -77,9 +77,9 @@ from shared.sync.intents import (
     status_view,
 )
 from shared.sync.lifecycle import LifecycleError, MailboxService
+from shared.tasks import discard, within
 
 log = logging.getLogger("sss.addin")
-T = TypeVar("T")
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 _PRINTABLE = re.compile(r"^[\x21-\x7e]{1,128}$")
@@ -178,18 +178,18 @@ async def _action(request: ApiRequest, action: IntentAction, model: type[BaseMod
     # The stored intent (a replay?) and the validation reads go out together: both are reads,
     # so a refused or replayed request still writes nothing.
     writable: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    check = asyncio.ensure_future(_within(Executor(settings, store, actor).prefetch(
+    check = asyncio.ensure_future(within(Executor(settings, store, actor).prefetch(
         payload, speculate=action == "track", writable=writable), remaining()))
     await asyncio.sleep(0)  # its requests leave first: they are the longer wait
     lookup = asyncio.ensure_future(_stored_intent(store, mailbox_id, intent_id))
     try:
         found = await lookup
     except BaseException:
-        _discard(check)
+        discard(check)
         raise
     pre: Prefetched | None = None
     if found is not None:
-        _discard(check)  # the stored intent decides; its attempt reads what it needs
+        discard(check)  # the stored intent decides; its attempt reads what it needs
         (intent, etag), created = found, False
     else:
         # Validate before anything is written: the item must be in the caller's mailbox and
@@ -256,13 +256,6 @@ async def _action(request: ApiRequest, action: IntentAction, model: type[BaseMod
     return await _queue(runtime, intent)
 
 
-async def _within(work: Awaitable[T], seconds: float) -> T:
-    """`work` with a deadline, run in the caller's task (no extra task: its first requests
-    leave in the caller's first step)."""
-    async with asyncio.timeout(seconds):
-        return await work
-
-
 async def _stored_intent(store: Any, mailbox_id: str, intent_id: str) -> Any:
     """The stored intent, once this process's bookkeeping of it (if any) has landed."""
     await settled(intent_id=intent_id)
@@ -278,12 +271,6 @@ async def _withdraw(store: Any, write: asyncio.Future[tuple[Any, str, bool]]) ->
         return
     if created:
         await store.intents.delete(intent, etag)
-
-
-def _discard(task: asyncio.Future[Any]) -> None:
-    """Cancel a speculative read whose answer is no longer needed (and never log its error)."""
-    task.cancel()
-    task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
 async def _queue(runtime: Runtime, intent: Any) -> ApiResponse:

@@ -28,6 +28,7 @@ from azure.core.exceptions import ServiceRequestError as AzureServiceRequestErro
 
 from shared.errors import ErrorKind, UpstreamError
 from shared.settings import Settings
+from shared.tasks import left_alone
 
 log = logging.getLogger("sss.identity")
 
@@ -243,8 +244,7 @@ class OboTokenProvider:
             if self._app is not None:  # msal's thread starts now, not a loop turn later
                 started = asyncio.get_running_loop().run_in_executor(
                     None, self._app.acquire_token_on_behalf_of, user_assertion, [scope])
-                # retrieved even if the exchange below is cancelled before awaiting it
-                started.add_done_callback(lambda done: done.cancelled() or done.exception())
+                left_alone(started)  # retrieved even if the exchange is cancelled first
             exchange = asyncio.ensure_future(
                 self._exchange(key, user_assertion, scope, started))
             self._exchanges[key] = exchange

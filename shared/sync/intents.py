@@ -63,6 +63,8 @@ from shared.store.tracked import Claim, Regarding, TrackedMessage
 from shared.sync.batching import literal
 from shared.sync.parties import TABLES, candidates_from, lookup_operations
 from shared.sync.threads import activity_id_for
+from shared.tasks import left_alone
+from shared.tasks import within as within_deadline
 
 T = TypeVar("T")
 
@@ -492,14 +494,17 @@ class Executor:
             return None
 
     def _start_reads(self, item_type: str, key: str, addresses: list[str],
-                     reader: DataverseClient | None = None) -> asyncio.Future[Reads | None]:
+                     reader: DataverseClient | None = None, *,
+                     existing: asyncio.Future[str | None] | None = None
+                     ) -> asyncio.Future[Reads | None]:
         """Round 2's reads for this item, each request its own task created now (not behind
         a gather's extra loop turn): the duplicate check as the app, and as the caller who
         they are in the CRM (cached per process) and every party lookup. Parallel GETs rather
         than one $batch: Dataverse runs a batch's operations one after another, so the batch
-        costs their sum, not their max. Failures are raised to whoever awaits the result."""
+        costs their sum, not their max. Failures are raised to whoever awaits the result.
+        `existing`: the duplicate check's answer when it is known already."""
         reader = reader or self.actor.dataverse
-        existing = asyncio.ensure_future(self._lookup_existing(item_type, key))
+        existing = existing or asyncio.ensure_future(self._lookup_existing(item_type, key))
         user = asyncio.ensure_future(self._systemuser_id(reader))
         operations = party_operations(addresses) if addresses else []
         lookups = [asyncio.ensure_future(self._rows(op, reader)) for _, op in operations]
@@ -510,7 +515,7 @@ class Executor:
             return Reads(key, addresses, found, user_id, dict(zip(tables, rows, strict=True)))
 
         result = asyncio.ensure_future(combined())
-        _quiet(result)  # a prefetch whose result is not used (a replay) leaves it unawaited
+        left_alone(result)  # a prefetch whose result is not used (a replay) leaves it unawaited
         return result
 
     async def _reads(self, item_type: str, key: str, addresses: list[str],
@@ -524,10 +529,11 @@ class Executor:
         if reads is not None and reads.key == key:
             if reads.addresses == addresses:
                 return reads
+            known: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+            known.set_result(reads.existing_id)
+            fresh = await self._start_reads(item_type, key, addresses, existing=known)
+        else:
             fresh = await self._start_reads(item_type, key, addresses)
-            assert fresh is not None
-            return Reads(key, addresses, reads.existing_id, fresh.systemuser_id, fresh.rows)
-        fresh = await self._start_reads(item_type, key, addresses)
         assert fresh is not None
         return fresh
 
@@ -719,7 +725,7 @@ class Executor:
             reads = await self._reads(item_type, key, addresses, pre)
         except BaseException:
             if early_claim is not None:
-                _quiet(early_claim)
+                left_alone(early_claim)
             raise
         existing_id, user_id, rows = reads.existing_id, reads.systemuser_id, reads.rows
         # The id of what this intent creates. An email's is derived from its message id, the
@@ -955,11 +961,6 @@ async def _open(writable: asyncio.Future[None], found: asyncio.Future[Any],
         writable.set_result(None)
 
 
-def _quiet(task: asyncio.Future[Any]) -> None:
-    """A task left to finish on its own: its failure is not logged as never retrieved."""
-    task.add_done_callback(lambda done: done.cancelled() or done.exception())
-
-
 def outcome_of(intent: Intent) -> Outcome | None:
     """The stored answer of a finished intent (what a replay returns)."""
     if intent.state == "pending" or not intent.result:
@@ -996,7 +997,7 @@ async def attempt(settings: Settings, store: Store, intent: Intent, etag: str, a
         etag = await store.intents.update(intent, etag)
     try:
         work = executor.perform(intent.action, intent.payload, pre)
-        outcome = await (asyncio.wait_for(work, within) if within is not None else work)
+        outcome = await within_deadline(work, within)
     except ActionRefused as refusal:
         intent.last_error = refusal.detail
         _finish(intent, Outcome(refusal.status, refusal.problem()), "failed", utcnow())
@@ -1045,7 +1046,7 @@ async def attempt_created(settings: Settings, store: Store, actor: Actor,
     failure: BaseException | None = None
     outcome: Outcome | None = None
     try:
-        outcome = await (asyncio.wait_for(work, within) if within is not None else work)
+        outcome = await within_deadline(work, within)
     except Superseded:
         pass  # decided by the write's result below
     except (ActionRefused, UpstreamError, TimeoutError, ConcurrencyError) as error:
