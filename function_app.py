@@ -114,37 +114,37 @@ async def addin_untrack(req: func.HttpRequest) -> func.HttpResponse:
 
 @app.route(route="status", methods=["GET"])
 async def addin_status(req: func.HttpRequest) -> func.HttpResponse:
-    from shared.api import addin
+    from shared.api import addin_reads
 
-    return await respond(req, addin.tracking_status, max_bytes=MAX_BODY)
+    return await respond(req, addin_reads.tracking_status, max_bytes=MAX_BODY)
 
 
 @app.route(route="should-track", methods=["POST"])
 async def addin_should_track(req: func.HttpRequest) -> func.HttpResponse:
-    from shared.api import addin
+    from shared.api import addin_reads
 
-    return await respond(req, addin.should_track, max_bytes=MAX_BODY)
+    return await respond(req, addin_reads.should_track, max_bytes=MAX_BODY)
 
 
 @app.route(route="lookup", methods=["POST"])
 async def addin_lookup(req: func.HttpRequest) -> func.HttpResponse:
-    from shared.api import addin
+    from shared.api import addin_reads
 
-    return await respond(req, addin.lookup_records, max_bytes=MAX_BODY)
+    return await respond(req, addin_reads.lookup_records, max_bytes=MAX_BODY)
 
 
 @app.route(route="me/options", methods=["GET"])
 async def addin_get_options(req: func.HttpRequest) -> func.HttpResponse:
-    from shared.api import addin
+    from shared.api import addin_options
 
-    return await respond(req, addin.get_my_options, max_bytes=MAX_BODY)
+    return await respond(req, addin_options.get_my_options, max_bytes=MAX_BODY)
 
 
 @app.route(route="me/options", methods=["PATCH"])
 async def addin_update_options(req: func.HttpRequest) -> func.HttpResponse:
-    from shared.api import addin
+    from shared.api import addin_options
 
-    return await respond(req, addin.update_my_options, max_bytes=MAX_BODY)
+    return await respond(req, addin_options.update_my_options, max_bytes=MAX_BODY)
 
 
 @app.route(route="intents/{intent_id}", methods=["GET"])

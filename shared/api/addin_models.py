@@ -2,7 +2,8 @@
 
 Unknown fields are refused (400 naming the field), not ignored: should-track in particular must
 never receive a body or anything beyond sender, recipients and subject, and refusing extra
-fields is how we prove it does not.
+fields is how we prove it does not. Nothing is coerced: bodies are validated in strict mode
+from the JSON (see `ApiRequest.model`).
 """
 
 from __future__ import annotations
@@ -10,23 +11,23 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-from shared.api.admin_models import EMAIL_PATTERN
+from shared.api.admin_models import EMAIL_PATTERN, Strict, bare_guid
+from shared.domain.folder_rules import (
+    EXCHANGE_ID_PATTERN,
+    GUID_PATTERN,
+    MAX_FOLDER_NAME,
+    TABLE_PATTERN,
+    FolderRule,
+)
 from shared.domain.mailbox import AutoCreate
 from shared.settings import TrackingOption
 
 ItemType = Literal["message", "event"]
 # Exchange ids are URL-safe base64 (immutable or regular); bounded so a key never overflows.
-ITEM_ID_PATTERN = r"^[A-Za-z0-9_\-+/=]{1,512}$"
-GUID_PATTERN = (r"^\{?[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}"
-                r"-[0-9a-fA-F]{12}\}?$")
-TABLE_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+ITEM_ID_PATTERN = EXCHANGE_ID_PATTERN
 MAX_ADDRESSES = 100
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class RecordRef(Strict):
@@ -39,7 +40,7 @@ class RecordRef(Strict):
     @field_validator("id")
     @classmethod
     def _bare(cls, value: str) -> str:
-        return value.strip("{}").lower()
+        return bare_guid(value)
 
 
 class ItemRequest(Strict):
@@ -174,15 +175,40 @@ class IntentView(BaseModel):
 
 
 class FolderRuleIn(Strict):
-    folder_id: str = Field(..., pattern=ITEM_ID_PATTERN)
-    folder_name: str = Field("", max_length=255)
+    """A folder rule as the add-in writes it; checked against today's rules by
+    `shared.domain.folder_rules` (allowed tables included) before it is stored."""
+
+    folder_id: str = Field(..., pattern=EXCHANGE_ID_PATTERN,
+                           description="Exchange id of the folder (REST/immutable form).")
+    folder_name: str = Field("", max_length=MAX_FOLDER_NAME)
     regarding: RecordRef | None = None
+
+    def rule(self) -> FolderRule:
+        regarding = self.regarding
+        return FolderRule(folder_id=self.folder_id, folder_name=self.folder_name,
+                          regarding_table=regarding.table if regarding else None,
+                          regarding_id=regarding.id if regarding else None)
+
+
+class RecordRefView(BaseModel):
+    table: str
+    id: str
+
+
+class FolderRuleView(BaseModel):
+    """A stored folder rule; `invalid` says why today's rules refuse one stored before them."""
+
+    folder_id: str
+    folder_name: str = ""
+    regarding: RecordRefView | None = None
+    invalid: str | None = Field(None, description="Set on a rule stored before today's rules "
+                                "that they refuse: why. The sync cycle skips it; replace it.")
 
 
 class MyOptions(BaseModel):
     tracking_option: TrackingOption
     auto_create_records: AutoCreate
-    folder_rules: list[FolderRuleIn]
+    folder_rules: list[FolderRuleView]
 
 
 class UpdateMyOptions(Strict):
@@ -203,6 +229,7 @@ class UpdateMyOptions(Strict):
 __all__ = [
     "ActionResponse",
     "FolderRuleIn",
+    "FolderRuleView",
     "IntentView",
     "ItemRequest",
     "LookupRequest",

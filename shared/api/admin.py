@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Awaitable
 from typing import TypeVar
+
+import pydantic_core
 
 from shared.api.admin_models import (
     DisableMailbox,
@@ -14,7 +18,8 @@ from shared.api.admin_models import (
     mailbox_view,
 )
 from shared.api.http import ApiRequest, ApiResponse
-from shared.api.problem import ApiError
+from shared.api.problem import bad_request, refused
+from shared.domain.folder_rules import first_problem
 from shared.domain.mailbox import Mailbox, MailboxRuleError
 from shared.identity import Caller, require_role
 from shared.runtime import Runtime, get_runtime
@@ -39,8 +44,7 @@ async def _service(request: ApiRequest) -> MailboxService:
 def _mailbox_id(request: ApiRequest) -> str:
     value = request.route.get("mailbox_id", "")
     if not value or len(value) > 64 or not all(c.isalnum() or c == "-" for c in value):
-        raise ApiError(400, "Invalid request", "mailbox_id: not a mailbox id",
-                       field="mailbox_id")
+        raise bad_request("mailbox_id", "not a mailbox id")
     return value.lower()
 
 
@@ -49,33 +53,47 @@ async def _guard(call: Awaitable[T]) -> T:
     try:
         return await call
     except LifecycleError as error:
-        raise ApiError(error.status, "Refused" if error.status == 409 else "Invalid request",
-                       error.message if error.field in error.message else
-                       f"{error.field}: {error.message}", field=error.field) from None
+        raise refused(error.status, error.message if error.field in error.message else
+                      f"{error.field}: {error.message}", field=error.field) from None
     except MailboxRuleError as error:
-        raise ApiError(409, "Refused", f"{error.field}: {error.message}",
-                       field=error.field) from None
+        raise refused(409, f"{error.field}: {error.message}", field=error.field) from None
 
 
-def _one(mailbox: Mailbox, status: int = 200) -> ApiResponse:
-    return ApiResponse(status, mailbox_view(mailbox))
+def _one(service: MailboxService, mailbox: Mailbox, status: int = 200) -> ApiResponse:
+    return ApiResponse(status, mailbox_view(mailbox, service.settings.regarding_tables))
+
+
+def _check_continuation(token: str | None) -> None:
+    """A continuation token is what `list` handed out: base64 of a flat JSON object of
+    strings. Anything else (tampered, deeply nested, not base64) is a 400, not a crash."""
+    if token is None:
+        return
+    try:
+        decoded = pydantic_core.from_json(base64.urlsafe_b64decode(token.encode()))
+    except (ValueError, binascii.Error):
+        decoded = None
+    if not isinstance(decoded, dict) or not all(
+            isinstance(v, str | None) for v in decoded.values()):
+        raise bad_request("query.continuation", "not a continuation token")
 
 
 async def list_mailboxes(request: ApiRequest) -> ApiResponse:
     service = await _service(request)
     query = request.query_model(ListQuery)
+    _check_continuation(query.continuation)
     try:
         items, token = await service.list(query.page_size, query.continuation)
-    except ValueError:  # binascii.Error and JSON errors of a tampered continuation token
-        raise ApiError(400, "Invalid request", "query.continuation: not a continuation token",
-                       field="query.continuation") from None
-    return ApiResponse(200, {"items": [mailbox_view(m) for m in items], "continuation": token})
+    except ValueError:  # a well-formed token the table service does not know
+        raise bad_request("query.continuation", "not a continuation token") from None
+    tables = service.settings.regarding_tables
+    return ApiResponse(200, {"items": [mailbox_view(m, tables) for m in items],
+                             "continuation": token})
 
 
 async def get_mailbox(request: ApiRequest) -> ApiResponse:
     service = await _service(request)
     mailbox_id = _mailbox_id(request)
-    return _one(await _guard(service.get(mailbox_id)))
+    return _one(service, await _guard(service.get(mailbox_id)))
 
 
 async def register_mailbox(request: ApiRequest) -> ApiResponse:
@@ -85,13 +103,19 @@ async def register_mailbox(request: ApiRequest) -> ApiResponse:
         email=body.email,
         owner_object_id=str(body.owner_object_id) if body.owner_object_id else None,
         kind=body.kind, channels=body.channels.as_map(), tracking_option=body.tracking_option))
-    return _one(mailbox, 201)
+    return _one(service, mailbox, 201)
 
 
 async def update_mailbox(request: ApiRequest) -> ApiResponse:
     service = await _service(request)
     mailbox_id = _mailbox_id(request)
     body = request.model(UpdateMailbox)
+    rules = [r.rule() for r in body.folder_rules] if body.folder_rules is not None else None
+    if rules is not None:  # refused before the mailbox is read: nothing is written
+        problem = first_problem(rules, service.settings.regarding_tables,
+                                service.settings.max_folder_rules)
+        if problem is not None:
+            raise bad_request(*problem)
 
     def change(mailbox: Mailbox) -> None:
         now = service.clock()
@@ -104,31 +128,31 @@ async def update_mailbox(request: ApiRequest) -> ApiResponse:
             mailbox.auto_create_records = body.auto_create_records
         if "process_email_from" in body.model_fields_set:
             mailbox.process_email_from = body.process_email_from
-        if body.folder_rules is not None:
-            mailbox.set_folder_rules(body.folder_rules, now,
-                                     service.settings.max_folder_rules)
+        if rules is not None:
+            mailbox.set_folder_rules(rules, now, service.settings.max_folder_rules,
+                                     service.settings.regarding_tables)
         mailbox.updated_at = now
 
-    return _one(await _guard(service.mutate(mailbox_id, change)))
+    return _one(service, await _guard(service.mutate(mailbox_id, change)))
 
 
 async def approve_mailbox(request: ApiRequest) -> ApiResponse:
     service = await _service(request)
     mailbox_id = _mailbox_id(request)
-    return _one(await _guard(service.approve(mailbox_id)))
+    return _one(service, await _guard(service.approve(mailbox_id)))
 
 
 async def test_enable_mailbox(request: ApiRequest) -> ApiResponse:
     service = await _service(request)
     mailbox_id = _mailbox_id(request)
-    return _one(await _guard(service.test_and_enable(mailbox_id)))
+    return _one(service, await _guard(service.test_and_enable(mailbox_id)))
 
 
 async def disable_mailbox(request: ApiRequest) -> ApiResponse:
     service = await _service(request)
     mailbox_id = _mailbox_id(request)
     body = request.model(DisableMailbox) if request.body else DisableMailbox.model_validate({})
-    return _one(await _guard(service.disable(mailbox_id, body.reason)))
+    return _one(service, await _guard(service.disable(mailbox_id, body.reason)))
 
 
 async def import_mailboxes(request: ApiRequest) -> ApiResponse:

@@ -1,18 +1,27 @@
-"""Request and response bodies of the admin API; unknown fields are refused, not ignored."""
+"""Request and response bodies of the admin API: unknown fields are refused, not ignored,
+and nothing is coerced (validated in strict mode from the JSON, see `ApiRequest.model`)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from shared.domain.folder_rules import (
+    EXCHANGE_ID_PATTERN,
+    GUID_PATTERN,
+    MAX_FOLDER_NAME,
+    TABLE_PATTERN,
+    FolderRule,
+    problem_of,
+)
 from shared.domain.mailbox import (
     AutoCreate,
     Channel,
     DeliveryMethod,
-    FolderRule,
     Mailbox,
     MailboxKind,
 )
@@ -22,7 +31,44 @@ EMAIL_PATTERN = r"^[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+\.[^@\s<>()\[\],;:\"
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _whole_number(value: Any) -> Any:
+    """A query string's number: plain ASCII digits only ("1e2", " 5", "+5", "٥" are not)."""
+    if isinstance(value, str):
+        if not (1 <= len(value) <= 6 and value.isascii() and value.isdigit()):
+            raise ValueError("must be a whole number written in digits")
+        return int(value)
+    return value
+
+
+QueryInt = Annotated[int, BeforeValidator(_whole_number)]
+
+
+def bare_guid(value: str) -> str:
+    """A GUID as Dataverse keys it: no braces, lower case."""
+    return value.strip("{}").lower()
+
+
+class AdminFolderRule(Strict):
+    """A folder rule as the admin API writes it (the stored shape); checked against today's
+    rules by `shared.domain.folder_rules` (allowed tables included) before it is stored."""
+
+    folder_id: str = Field(..., pattern=EXCHANGE_ID_PATTERN,
+                           description="Exchange id of the folder (REST/immutable form).")
+    folder_name: str = Field("", max_length=MAX_FOLDER_NAME)
+    regarding_table: str | None = Field(None, pattern=TABLE_PATTERN,
+                                        description="One of REGARDING_TABLES.")
+    regarding_id: str | None = Field(None, pattern=GUID_PATTERN)
+
+    @field_validator("regarding_id")
+    @classmethod
+    def _bare(cls, value: str | None) -> str | None:
+        return bare_guid(value) if value is not None else None
+
+    def rule(self) -> FolderRule:
+        return FolderRule(**self.model_dump())
 
 
 class ChannelsIn(Strict):
@@ -55,7 +101,7 @@ class UpdateMailbox(Strict):
     tracking_option: TrackingOption | None = None
     auto_create_records: AutoCreate | None = None
     process_email_from: datetime | None = None
-    folder_rules: list[FolderRule] | None = Field(None, max_length=25)
+    folder_rules: list[AdminFolderRule] | None = Field(None, max_length=25)
 
     @model_validator(mode="after")
     def _something(self) -> UpdateMailbox:
@@ -82,12 +128,31 @@ class ImportMailboxes(Strict):
 
 
 class ListQuery(Strict):
-    page_size: int = Field(50, ge=1, le=500)
+    page_size: QueryInt = Field(50, ge=1, le=500)
     continuation: str | None = Field(None, max_length=2048)
 
 
-def mailbox_view(mailbox: Mailbox) -> dict[str, Any]:
-    """What an admin sees: configuration, approval and each channel's status."""
+class AdminFolderRuleView(FolderRule):
+    """A stored folder rule as the admin API shows it."""
+
+    invalid: str | None = Field(None, description="Set on a rule stored before today's rules "
+                                "that they refuse: why. The sync cycle skips it; replace it.")
+
+
+class MailboxView(Mailbox):
+    """What the admin API answers: the mailbox, each folder rule flagged when invalid."""
+
+    folder_rules: list[AdminFolderRuleView] = Field(  # type: ignore[assignment]
+        default_factory=list)
+
+
+def mailbox_view(mailbox: Mailbox, regarding_tables: Collection[str]) -> dict[str, Any]:
+    """What an admin sees: configuration, approval and each channel's status; a folder rule
+    stored before today's rules that they refuse is flagged `invalid` (why), never a 500."""
     data = mailbox.model_dump(mode="json")
     data["next_due_at"] = mailbox.next_due_at.isoformat() if mailbox.next_due_at else None
+    for view, rule in zip(data["folder_rules"], mailbox.folder_rules, strict=True):
+        problem = problem_of(rule, regarding_tables)
+        if problem is not None:
+            view["invalid"] = str(problem)
     return data

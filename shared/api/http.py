@@ -3,12 +3,15 @@
 Triggers stay one line: `return await respond(req, handler)`. Everything that turns a request
 into a refusal (size, JSON, validation, authentication, upstream failure) is decided here, so
 every endpoint answers bad input the same way and nothing is written before validation passes.
+Whatever else a handler raises becomes a problem+json 500 carrying the request id, never a
+bare host error.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -16,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import azure.functions as func
+import pydantic_core
 from pydantic import BaseModel, ValidationError
 
 from shared.api.problem import PROBLEM_JSON, ApiError
@@ -24,6 +28,18 @@ from shared.identity import AuthenticationError, AuthorizationError
 
 log = logging.getLogger("sss.api")
 M = TypeVar("M", bound=BaseModel)
+
+# An incoming x-request-id is kept only when it is short and plain: it is logged and echoed.
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_FIELD_PART_CHARS = 100  # a field named in a problem is the caller's own key: bounded
+
+
+def request_id_of(headers: Any) -> str:
+    """The caller's x-request-id when it is a short id of safe characters, else a new one."""
+    given = (headers or {}).get("x-request-id")
+    if isinstance(given, str) and _REQUEST_ID.match(given):
+        return given
+    return str(uuid.uuid4())
 
 
 @dataclass
@@ -44,26 +60,35 @@ class ApiRequest:
         value = self.header("authorization") or ""
         return value[7:].strip() if value.lower().startswith("bearer ") else None
 
-    def json(self) -> Any:
+    def _require_body(self) -> None:
         if not self.body:
             raise ApiError(400, "Invalid request", "body: a JSON body is required", field="body")
+
+    def json(self) -> Any:
+        """The body as JSON; any body the parser cannot take (nesting, huge numbers, bad
+        UTF-8) is a 400. pydantic-core's parser has its own depth limit, not Python's stack."""
+        self._require_body()
         try:
-            return json.loads(self.body)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+            return pydantic_core.from_json(self.body)
+        except ValueError:
             raise ApiError(400, "Invalid request", "body: not valid JSON",
                            field="body") from None
 
     def model(self, model: type[M]) -> M:
-        """Parse and validate the body; a 400 names the first field at fault."""
-        data = self.json()
+        """Parse and validate the body in strict mode straight from the JSON bytes: JSON
+        strings still become UUIDs, datetimes and enums, but nothing else is coerced ("yes"
+        or 1 is no boolean, a number no string). A 400 names the first field at fault."""
+        self._require_body()
         try:
-            return model.model_validate(data)
+            return model.model_validate_json(self.body, strict=True)
         except ValidationError as error:
             raise validation_problem(error) from None
 
     def query_model(self, model: type[M]) -> M:
+        """Query strings are text by nature: their models turn clean numbers into numbers
+        themselves (see `shared.api.admin_models.QueryInt`) and are otherwise strict."""
         try:
-            return model.model_validate(self.query)
+            return model.model_validate(self.query, strict=True)
         except ValidationError as error:
             raise validation_problem(error, prefix="query") from None
 
@@ -84,14 +109,14 @@ class ApiResponse:
 
 
 def _field_name(loc: tuple[Any, ...], prefix: str | None) -> str:
-    parts = [str(p) for p in loc if p != "__root__"]
+    parts = [str(p)[:_FIELD_PART_CHARS] for p in loc if p != "__root__"]
     name = ".".join(parts) or (prefix or "body")
     return f"{prefix}.{name}" if prefix and parts else name
 
 
 def validation_problem(error: ValidationError, prefix: str | None = None) -> ApiError:
     issues = []
-    for item in error.errors():
+    for item in error.errors(include_url=False, include_input=False):
         name = _field_name(tuple(item.get("loc", ())), prefix)
         message = str(item.get("msg", "invalid")).removeprefix("Value error, ")
         issues.append({"field": name, "detail": message})
@@ -141,6 +166,13 @@ def problem_response(error: ApiError, request_id: str) -> func.HttpResponse:
                              headers=headers, mimetype=PROBLEM_JSON)
 
 
+def internal_problem(request_id: str) -> ApiError:
+    """The last resort: an answer the caller can quote (the correlation id), and no detail."""
+    return ApiError(500, "Internal error",
+                    f"the request failed unexpectedly; quote correlation id {request_id}",
+                    extra={"correlation_id": request_id})
+
+
 Handler = Callable[[ApiRequest], Awaitable[ApiResponse]]
 
 
@@ -148,7 +180,7 @@ async def respond(req: func.HttpRequest, handler: Handler, *, max_bytes: int = 6
                   ) -> func.HttpResponse:
     """Run a handler and render its result or its refusal; log ids and outcomes only."""
     started = time.perf_counter()
-    request_id = (req.headers or {}).get("x-request-id") or str(uuid.uuid4())
+    request_id = request_id_of(req.headers)
     name = getattr(handler, "__name__", "handler")
     try:
         api_request = from_http_request(req, max_bytes)
@@ -164,11 +196,18 @@ async def respond(req: func.HttpRequest, handler: Handler, *, max_bytes: int = 6
                            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
         response, status = problem_response(problem, request_id), 401
     except AuthorizationError as error:
-        response, status = problem_response(ApiError(403, "Forbidden", error.reason),
-                                            request_id), 403
+        # RFC 6750 section 3.1: a token without the scope (or app role) the call needs.
+        problem = ApiError(403, "Forbidden", error.reason,
+                           headers={"WWW-Authenticate": 'Bearer error="insufficient_scope"'})
+        response, status = problem_response(problem, request_id), 403
     except UpstreamError as error:
         problem = upstream_problem(error)
         response, status = problem_response(problem, request_id), problem.status
+    except Exception as error:  # noqa: BLE001 - the last resort: never a bare 500
+        # The type only: an exception's text may quote the body or an address.
+        log.error("http %s unhandled %s request_id=%s", name, type(error).__name__,
+                  request_id)
+        response, status = problem_response(internal_problem(request_id), request_id), 500
     log.info("http %s status=%s ms=%.1f request_id=%s", name, status,
              (time.perf_counter() - started) * 1000, request_id)
     return response

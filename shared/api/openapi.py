@@ -20,7 +20,6 @@ from pydantic.json_schema import models_json_schema
 from shared.api import addin_models as am
 from shared.api import admin_models as adm
 from shared.api.http import ApiRequest, ApiResponse
-from shared.domain.mailbox import Mailbox
 
 VERSION = "1.0.0"
 REF = "#/components/schemas/{model}"
@@ -35,6 +34,8 @@ class Problem(BaseModel):
     detail: str
     field: str | None = None
     errors: list[dict[str, Any]] | None = None
+    correlation_id: str | None = Field(None, description="500 only: the request id, also in "
+                                       "`x-request-id`, to quote when reporting it.")
 
 
 class PendingResponse(BaseModel):
@@ -43,7 +44,7 @@ class PendingResponse(BaseModel):
 
 
 class MailboxList(BaseModel):
-    items: list[Mailbox]
+    items: list[adm.MailboxView]
     continuation: str | None = None
 
 
@@ -76,24 +77,24 @@ OPERATIONS: list[Op] = [
     Op("admin/mailboxes", "GET", "admin_list_mailboxes", "List mailboxes", ADMIN,
        query=adm.ListQuery, responses={200: MailboxList}),
     Op("admin/mailboxes", "POST", "admin_register_mailbox", "Register a mailbox", ADMIN,
-       body=adm.RegisterMailbox, responses={201: Mailbox, 404: Problem, 409: Problem}),
+       body=adm.RegisterMailbox, responses={201: adm.MailboxView, 404: Problem, 409: Problem}),
     Op("admin/mailboxes/import", "POST", "admin_import_mailboxes",
        "Register the mailboxes of CRM users", ADMIN, body=adm.ImportMailboxes,
        responses={200: ImportResult}),
     Op("admin/mailboxes/{mailbox_id}", "GET", "admin_get_mailbox", "Read a mailbox", ADMIN,
-       path_params=("mailbox_id",), responses={200: Mailbox, 404: Problem}),
+       path_params=("mailbox_id",), responses={200: adm.MailboxView, 404: Problem}),
     Op("admin/mailboxes/{mailbox_id}", "PATCH", "admin_update_mailbox",
        "Change a mailbox's configuration", ADMIN, body=adm.UpdateMailbox,
-       path_params=("mailbox_id",), responses={200: Mailbox, 404: Problem, 409: Problem}),
+       path_params=("mailbox_id",), responses={200: adm.MailboxView, 404: Problem, 409: Problem}),
     Op("admin/mailboxes/{mailbox_id}/approve", "POST", "admin_approve_mailbox",
        "Approve a mailbox's address", ADMIN, path_params=("mailbox_id",),
-       responses={200: Mailbox, 404: Problem, 409: Problem}),
+       responses={200: adm.MailboxView, 404: Problem, 409: Problem}),
     Op("admin/mailboxes/{mailbox_id}/test-enable", "POST", "admin_test_enable_mailbox",
        "Test every configured channel and enable the mailbox", ADMIN,
-       path_params=("mailbox_id",), responses={200: Mailbox, 404: Problem, 409: Problem}),
+       path_params=("mailbox_id",), responses={200: adm.MailboxView, 404: Problem, 409: Problem}),
     Op("admin/mailboxes/{mailbox_id}/disable", "POST", "admin_disable_mailbox",
        "Disable a mailbox", ADMIN, body=adm.DisableMailbox, path_params=("mailbox_id",),
-       responses={200: Mailbox, 404: Problem, 409: Problem}),
+       responses={200: adm.MailboxView, 404: Problem, 409: Problem}),
     Op("track", "POST", "addin_track", "Track an email or appointment", ADDIN,
        body=am.TrackRequest, idempotency=True,
        responses={200: am.ActionResponse, 202: PendingResponse, 409: Problem, 422: Problem,
@@ -213,12 +214,17 @@ def build_document() -> dict[str, Any]:
         if op.body is not None:
             operation["responses"]["413"] = {"description": "Body too large",
                                              "content": problem}
+        operation["responses"]["500"] = {"description": "Unexpected failure (carries a "
+                                         "correlation id)", "content": problem}
         if op.auth:
             operation["security"] = [{"entra": []}]
             operation["responses"]["401"] = {
                 "description": "Missing or invalid token", "content": problem,
                 "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}}}
-            operation["responses"]["403"] = {"description": "Forbidden", "content": problem}
+            operation["responses"]["403"] = {
+                "description": "Forbidden (a missing scope or role also carries "
+                               "`WWW-Authenticate: Bearer error=\"insufficient_scope\"`)",
+                "content": problem}
             operation["responses"]["502"] = {"description": "Upstream failure",
                                              "content": problem}
             operation["responses"]["503"] = {"description": "Upstream unavailable",

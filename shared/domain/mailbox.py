@@ -8,17 +8,17 @@ the ETag it read, so a concurrent change is detected by the store, not here.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.domain.folder_rules import MAX_FOLDER_RULES, FolderRule, first_problem
 from shared.errors import ErrorKind
 from shared.settings import TrackingOption
 
-MAX_FOLDER_RULES = 25  # Dynamics 365 allows 25 tracked folders per mailbox
 MAX_RECENT_ERRORS = 20
 MAX_MESSAGE_CHARS = 500
 
@@ -123,23 +123,6 @@ class MailboxError(BaseModel):
     channel: Channel
     kind: ErrorKind
     message: str
-
-
-class FolderRule(BaseModel):
-    """Track every message in an Exchange folder, optionally regarding one record."""
-
-    folder_id: str = Field(..., min_length=1)
-    folder_name: str = ""
-    regarding_table: str | None = None
-    regarding_id: str | None = None
-
-    @model_validator(mode="after")
-    def _regarding_pair(self) -> FolderRule:
-        if (self.regarding_table is None) != (self.regarding_id is None):
-            raise MailboxRuleError(
-                "folder_rules", "regarding_table and regarding_id go together"
-            )
-        return self
 
 
 AutoCreate = Literal["off", "contact", "lead"]
@@ -269,15 +252,14 @@ class Mailbox(BaseModel):
         self.updated_at = _utc(now)
 
     def set_folder_rules(
-        self, rules: list[FolderRule], now: datetime, max_rules: int = MAX_FOLDER_RULES
+        self, rules: list[FolderRule], now: datetime, max_rules: int = MAX_FOLDER_RULES,
+        regarding_tables: Collection[str] | None = None,
     ) -> None:
-        """Replace the folder rules; at most `max_rules` (never more than 25)."""
-        limit = min(max_rules, MAX_FOLDER_RULES)
-        if len(rules) > limit:
-            raise MailboxRuleError("folder_rules", f"at most {limit} folder rules per mailbox")
-        folder_ids = [rule.folder_id for rule in rules]
-        if len(set(folder_ids)) != len(folder_ids):
-            raise MailboxRuleError("folder_rules", "each folder may have one rule only")
+        """Replace the folder rules; at most `max_rules` (never more than 25), each one that
+        today's rules accept (`folder_rules.problem_of`)."""
+        problem = first_problem(rules, regarding_tables, max_rules)
+        if problem is not None:
+            raise MailboxRuleError(*problem)
         self.folder_rules = list(rules)
         self.updated_at = _utc(now)
 

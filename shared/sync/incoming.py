@@ -31,6 +31,7 @@ from shared.domain.addresses import (
 from shared.domain.auto_create import AutoCreatePolicy, plan_auto_create
 from shared.domain.correlation import RegardingRef, TrackedRef
 from shared.domain.email_activity import build_incoming_email, entity_set, regarding_bind
+from shared.domain.folder_rules import usable
 from shared.domain.mailbox import Mailbox
 from shared.domain.parties import CandidateRecord, build_activity_parties
 from shared.domain.tracking import (
@@ -133,10 +134,11 @@ class IncomingEngine:
                                       max_wait=s.retry_max_wait_seconds)
         self.tagger = CategoryTagger(ctx.graph, ctx.store, s.tracked_category)
         self.conversations = ConversationRepository(ctx.store.clients)
+        self.folder_rules = usable(mailbox.folder_rules, s.regarding_tables)
         rules: dict[str, RegardingRef | None] = {
             r.folder_id: (RegardingRef(r.regarding_table, r.regarding_id)
                           if r.regarding_table and r.regarding_id else None)
-            for r in mailbox.folder_rules
+            for r in self.folder_rules
         }
         self.policy = TrackingPolicy.from_settings(
             s, option=mailbox.tracking_option, process_email_from=mailbox.process_email_from,
@@ -155,8 +157,7 @@ class IncomingEngine:
 
     def streams(self) -> list[tuple[str, str]]:
         out = [("incoming:inbox", "inbox")]
-        out += [(f"incoming:folder:{r.folder_id}", r.folder_id)
-                for r in self.mailbox.folder_rules]
+        out += [(f"incoming:folder:{r.folder_id}", r.folder_id) for r in self.folder_rules]
         return out
 
     async def run(self) -> IncomingResult:

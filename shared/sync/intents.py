@@ -62,6 +62,7 @@ from shared.store.errors import ConcurrencyError
 from shared.store.tracked import Claim, Regarding, TrackedMessage
 from shared.sync.batching import literal
 from shared.sync.parties import TABLES, candidates_from, lookup_operations
+from shared.sync.status import status_view
 from shared.sync.threads import activity_id_for
 from shared.tasks import left_alone
 from shared.tasks import within as within_deadline
@@ -313,22 +314,6 @@ def build_appointment(event: Mapping[str, Any], regarding: Regarding | None,
         body[f"regardingobjectid_{regarding.table}_appointment@odata.bind"] = \
             f"/{entity_set_of(regarding.table)}({regarding.id})"
     return body
-
-
-def status_view(key: str, row: TrackedMessage | None) -> dict[str, Any]:
-    """The tracking status every participant sees (from the one row per message)."""
-    if row is None:
-        return {"key": key, "tracked": False, "state": "not_tracked"}
-    tracked = row.state == "tracked" and bool(row.activity_id)
-    view: dict[str, Any] = {"key": key, "tracked": tracked, "state": row.state}
-    if tracked:
-        view["activity_id"] = row.activity_id
-        view["activity_table"] = "appointment" if key.startswith("ical:") else "email"
-        view["tracked_by"] = row.tracked_by
-        view["tracked_at"] = row.tracked_at.isoformat() if row.tracked_at else None
-        if row.regarding is not None:
-            view["regarding"] = row.regarding.model_dump()
-    return view
 
 
 # --- the executor -----------------------------------------------------------------------------
@@ -790,7 +775,8 @@ class Executor:
             message.copies[mailbox_id] = item_id
 
         def answer(message: TrackedMessage) -> Outcome:
-            return Outcome(200, {"outcome": outcome, "status": status_view(key, message)})
+            return Outcome(200, {"outcome": outcome,
+                                 "status": status_view(key, message, readable=regarding)})
 
         log.info("track done outcome=%s activity=%s mailbox=%s", outcome, activity_id,
                  mailbox_id)
@@ -845,7 +831,8 @@ class Executor:
         message = await self._save_row(key, record)
         await self._set_category(item_type, pre.item, True)
         log.info("set regarding done activity=%s mailbox=%s", row.activity_id, mailbox_id)
-        return Outcome(200, {"outcome": "updated", "status": status_view(key, message)})
+        return Outcome(200, {"outcome": "updated",
+                             "status": status_view(key, message, readable=regarding)})
 
     async def untrack(self, payload: Mapping[str, Any], pre: Prefetched | None = None
                       ) -> Outcome:

@@ -237,9 +237,13 @@ def test_folder_rules_are_limited_to_25():
 def test_folder_rules_are_unique_and_regarding_comes_in_pairs():
     with pytest.raises(MailboxRuleError):
         mailbox().set_folder_rules([FolderRule(folder_id="a"), FolderRule(folder_id="a")], NOW)
-    with pytest.raises(ValidationError):
-        FolderRule(folder_id="a", regarding_table="account")
-    FolderRule(folder_id="a", regarding_table="account", regarding_id="id-1")
+    with pytest.raises(MailboxRuleError) as error:
+        mailbox().set_folder_rules([FolderRule(folder_id="a", regarding_table="account")], NOW)
+    assert error.value.field == "folder_rules.0.regarding_id"
+    box = mailbox()
+    box.set_folder_rules([FolderRule(folder_id="a", regarding_table="account",
+                                     regarding_id="ac000000-0000-4000-8000-000000000001")], NOW)
+    assert box.folder_rules[0].regarding_table == "account"
 
 
 # --- properties ----------------------------------------------------------------------------------
