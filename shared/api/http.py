@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import azure.functions as func
-import pydantic_core
 from pydantic import BaseModel, ValidationError
 
 from shared.api.problem import PROBLEM_JSON, ApiError
@@ -64,20 +63,12 @@ class ApiRequest:
         if not self.body:
             raise ApiError(400, "Invalid request", "body: a JSON body is required", field="body")
 
-    def json(self) -> Any:
-        """The body as JSON; any body the parser cannot take (nesting, huge numbers, bad
-        UTF-8) is a 400. pydantic-core's parser has its own depth limit, not Python's stack."""
-        self._require_body()
-        try:
-            return pydantic_core.from_json(self.body)
-        except ValueError:
-            raise ApiError(400, "Invalid request", "body: not valid JSON",
-                           field="body") from None
-
     def model(self, model: type[M]) -> M:
         """Parse and validate the body in strict mode straight from the JSON bytes: JSON
         strings still become UUIDs, datetimes and enums, but nothing else is coerced ("yes"
-        or 1 is no boolean, a number no string). A 400 names the first field at fault."""
+        or 1 is no boolean, a number no string). pydantic-core's parser has its own depth
+        limit, not Python's stack, so any body it cannot take (nesting, huge numbers, bad
+        UTF-8) is a 400 `body` too. A 400 names the first field at fault."""
         self._require_body()
         try:
             return model.model_validate_json(self.body, strict=True)

@@ -69,8 +69,8 @@ async def _state(host: FunctionHost) -> dict[str, Any]:
     tables = {}
     for name in ("mailboxes", "intents", TrackedMessageRepository.table_name,
                  UntrackedRepository.table_name):
-        tables[name] = sorted((json.dumps(row, sort_keys=True, default=str)
-                               for row in await table_rows(host, name)))
+        tables[name] = sorted(json.dumps(row, sort_keys=True, default=str)
+                               for row in await table_rows(host, name))
     tables["crm_emails"] = sorted(str(e.get("activityid")) for e in crm_rows(host, "emails"))
     return tables
 
