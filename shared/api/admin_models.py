@@ -45,6 +45,21 @@ def _whole_number(value: Any) -> Any:
 
 QueryInt = Annotated[int, BeforeValidator(_whole_number)]
 
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})")
+
+
+def _rfc3339(value: Any) -> Any:
+    """A date-time is written as one (RFC 3339, with its offset): "1767225600" is no date."""
+    if isinstance(value, str):
+        if not _RFC3339.fullmatch(value.upper()):
+            raise ValueError("must be an RFC 3339 date-time with a time zone, e.g. "
+                             "2026-01-01T00:00:00Z")
+        return datetime.fromisoformat(value.upper())
+    return value
+
+
+DateTime = Annotated[datetime, BeforeValidator(_rfc3339)]
+
 
 def bare_guid(value: str) -> str:
     """A GUID as Dataverse keys it: no braces, lower case."""
@@ -100,7 +115,7 @@ class UpdateMailbox(Strict):
     channels: ChannelsIn | None = None
     tracking_option: TrackingOption | None = None
     auto_create_records: AutoCreate | None = None
-    process_email_from: datetime | None = None
+    process_email_from: DateTime | None = None
     folder_rules: list[AdminFolderRule] | None = Field(None, max_length=25)
 
     @model_validator(mode="after")

@@ -123,6 +123,8 @@ WRONG_TYPES: list[tuple[str, dict[str, Any], str]] = [
     ("admin_register_mailbox", {"owner_object_id": MEGAN_OID, "channels": {"act": 1}},
      "channels.act"),
     ("admin_update_mailbox", {"process_email_from": 1767225600}, "process_email_from"),
+    ("admin_update_mailbox", {"process_email_from": "1767225600"}, "process_email_from"),
+    ("admin_update_mailbox", {"process_email_from": "2026-01-01"}, "process_email_from"),
     ("admin_update_mailbox", {"tracking_option": 1}, "tracking_option"),
     ("admin_update_mailbox", {"auto_create_records": False}, "auto_create_records"),
     ("admin_update_mailbox", {"folder_rules": {"folder_id": "AAMk="}}, "folder_rules"),
