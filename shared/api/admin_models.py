@@ -3,6 +3,7 @@ and nothing is coerced (validated in strict mode from the JSON, see `ApiRequest.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from datetime import datetime
 from typing import Annotated, Any
