@@ -110,6 +110,7 @@ class FaultRegistry:
         """What the control API reports: per mailbox object id."""
         return {"enforced": self.concurrency_enforced,
                 "limit": GRAPH_CONCURRENCY_PER_MAILBOX,
+                "in_flight": dict(self.in_flight),
                 "max_in_flight": dict(self.max_in_flight),
                 "throttled": dict(self.concurrency_throttled)}
 

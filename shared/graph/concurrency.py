@@ -186,8 +186,8 @@ class GatedTransport(httpx.AsyncBaseTransport):
             gate.release_all(held)
             raise
         stream = response.stream
-        if not isinstance(stream, httpx.AsyncByteStream):  # pragma: no cover - async only
-            gate.release_all(held)
+        if response.is_closed or not isinstance(stream, httpx.AsyncByteStream):
+            gate.release_all(held)  # already read in full (a body given whole, as in tests)
             return response
         response.stream = _Releasing(stream, lambda: gate.release_all(held))
         return response
