@@ -11,7 +11,10 @@ k parts for a mailbox holds min(k, 4) of its slots, from sending until its answe
 The gate sits in the transport, under the retry loop: a backoff sleep holds no slot, and a
 request waiting for a slot holds none. Mailboxes are keyed by the `/users/{id or UPN}` path
 segment, lower-cased; an object id and a UPN naming the same mailbox are two keys (the client
-cannot tell they are one without asking Graph), so the engines address a mailbox by one form.
+cannot tell they are one without asking Graph), so the engines address a mailbox by one form
+(its mailbox id). A request cancelled in flight gives its slots back at once, although Graph
+may still be working on it: keeping them would cost a task per request; the rare 429 that
+follows is resent by the retry loop.
 """
 
 from __future__ import annotations
