@@ -80,13 +80,14 @@ async def counters(request: Request) -> Response:
     return JSONResponse({
         "requests": dict(world.counters),
         "operations": dict(world.faults.ops),
+        "graph_concurrency": world.faults.concurrency(),
     })
 
 
 async def reset_counters(request: Request) -> Response:
     world = _world(request)
     world.counters.clear()
-    world.faults.ops.clear()
+    world.faults.reset_counts()
     return Response(status_code=204)
 
 

@@ -18,8 +18,11 @@ SERVICES = ("entra", "graph", "dataverse")
 KINDS = ("status", "latency", "drop", "expire_delta", "rate_limit")
 
 # Graph allows 4 concurrent requests per app per mailbox
-# (learn.microsoft.com/graph/throttling-limits#outlook-service-limits).
+# (learn.microsoft.com/graph/throttling-limits#outlook-service-limits), and each part of a
+# $batch counts (learn.microsoft.com/en-us/answers/questions/1660054/).
 GRAPH_CONCURRENCY_PER_MAILBOX = 4
+MAILBOX_CONCURRENCY_CODE = "ApplicationThrottled"
+MAILBOX_CONCURRENCY_MESSAGE = "Application is over its MailboxConcurrency limit."
 
 
 @dataclass
@@ -69,13 +72,47 @@ class FaultRegistry:
     def __init__(self) -> None:
         self.rules: list[FaultRule] = []
         self.ops: Counter[str] = Counter()
+        # Graph requests (top-level and $batch parts) the service is working on, per mailbox;
+        # never cleared: it falls back to zero as they finish
         self.in_flight: Counter[str] = Counter()
+        self.max_in_flight: Counter[str] = Counter()  # the most seen at once, per mailbox
+        self.concurrency_throttled: Counter[str] = Counter()  # MailboxConcurrency 429s
         self.concurrency_enforced = True
 
     def clear(self) -> None:
         self.rules.clear()
-        self.in_flight.clear()
         self.concurrency_enforced = True
+        self.reset_counts()
+
+    def reset_counts(self) -> None:
+        self.ops.clear()
+        self.max_in_flight.clear()
+        self.concurrency_throttled.clear()
+
+    def enter_mailbox(self, user_key: str) -> bool:
+        """Count one more Graph request at this mailbox; False (and counted as throttled)
+        when it would be over the limit while the limit is enforced."""
+        if (self.concurrency_enforced
+                and self.in_flight[user_key] >= GRAPH_CONCURRENCY_PER_MAILBOX):
+            self.concurrency_throttled[user_key] += 1
+            return False
+        self.in_flight[user_key] += 1
+        if self.in_flight[user_key] > self.max_in_flight[user_key]:
+            self.max_in_flight[user_key] = self.in_flight[user_key]
+        return True
+
+    def leave_mailbox(self, user_key: str) -> None:
+        self.in_flight[user_key] -= 1
+        if self.in_flight[user_key] <= 0:
+            del self.in_flight[user_key]
+
+    def concurrency(self) -> dict[str, Any]:
+        """What the control API reports: per mailbox object id."""
+        return {"enforced": self.concurrency_enforced,
+                "limit": GRAPH_CONCURRENCY_PER_MAILBOX,
+                "in_flight": dict(self.in_flight),
+                "max_in_flight": dict(self.max_in_flight),
+                "throttled": dict(self.concurrency_throttled)}
 
     def add(self, raw: dict[str, Any]) -> FaultRule:
         service, kind = raw.get("service"), raw.get("kind", "status")
@@ -167,7 +204,18 @@ def user_key_of(service: str, scope: Scope) -> str | None:
     return None
 
 
-def _error_body(service: str, status: int) -> bytes:
+def graph_error_code(status: int) -> tuple[str, str]:
+    """Graph's error code and message for an injected status (learn.microsoft.com/graph/errors)."""
+    return {
+        429: ("TooManyRequests", "Too many requests."),
+        500: ("generalException", "An unspecified error has occurred."),
+        501: ("notSupported", "The requested feature isn't implemented."),
+        503: ("ServiceNotAvailable", "Service is temporarily unavailable."),
+        504: ("GatewayTimeout", "The gateway timed out."),
+    }.get(status, ("UnknownError", "Injected fault."))
+
+
+def _error_body(service: str, status: int, code: str | None = None) -> bytes:
     import json
 
     if service == "dataverse":
@@ -178,11 +226,8 @@ def _error_body(service: str, status: int) -> bytes:
             else ("0x80040216", "An unexpected error occurred.")
         )
     elif service == "graph":
-        code, message = {
-            429: ("TooManyRequests", "Application is over its MailboxConcurrency limit."),
-            503: ("ServiceNotAvailable", "Service is temporarily unavailable."),
-            504: ("GatewayTimeout", "The gateway timed out."),
-        }.get(status, ("UnknownError", "Injected fault."))
+        code, message = ((code, MAILBOX_CONCURRENCY_MESSAGE) if code
+                         else graph_error_code(status))
     else:
         return json.dumps(
             {"error": "temporarily_unavailable", "error_description": "Injected fault."}
@@ -216,33 +261,47 @@ class FaultMiddleware:
             # a UPN and an object id name the same mailbox: one key for limits and faults
             known = world.user(user_key)
             user_key = known.object_id if known is not None else user_key
-        slot = None
-        if service == "graph" and user_key and registry.concurrency_enforced and not is_batch:
+        slot: str | None = None
+        if service == "graph" and user_key and not is_batch:
             # the limit counts every request the service is working on, injected latency
-            # included (it stands for time spent at the service)
-            if registry.in_flight[user_key] >= GRAPH_CONCURRENCY_PER_MAILBOX:
-                await _respond(send, service, 429, 1.0)
+            # included (it stands for time spent at the service); a $batch's parts count
+            # one by one in the batch emulator
+            if not registry.enter_mailbox(user_key):
+                await _respond(send, service, 429, 1.0, code=MAILBOX_CONCURRENCY_CODE)
                 return
-            registry.in_flight[user_key] += 1
             slot = user_key
+
+        def leave() -> None:
+            nonlocal slot
+            if slot is not None:
+                registry.leave_mailbox(slot)
+                slot = None
+
+        async def sending(message: Message) -> None:
+            # done before the answer's last byte leaves: a client that has read the whole
+            # answer never finds the request still counted
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                leave()
+            await send(message)
+
         try:
             decision = registry.decide(service, user_key)
             if decision and decision.latency_ms:
                 await asyncio.sleep(decision.latency_ms / 1000)
             if decision and decision.drop:
-                await _drop(send)
+                await _drop(sending)
                 return
             if decision and decision.status:
-                await _respond(send, service, decision.status, decision.retry_after)
+                await _respond(sending, service, decision.status, decision.retry_after)
                 return
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, sending)
         finally:
-            if slot is not None:
-                registry.in_flight[slot] -= 1
+            leave()
 
 
-async def _respond(send: Send, service: str, status: int, retry_after: float | None) -> None:
-    body = _error_body(service, status)
+async def _respond(send: Send, service: str, status: int, retry_after: float | None, *,
+                   code: str | None = None) -> None:
+    body = _error_body(service, status, code)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if retry_after is not None:
         headers.append((b"retry-after", str(max(0, int(round(retry_after)))).encode()))

@@ -17,6 +17,7 @@ from typing import Any
 
 from shared.dataverse import DataverseClient
 from shared.graph import GraphClient
+from shared.graph.concurrency import MailboxGate
 from shared.http.retry import RetryPolicy
 from shared.http.transport import AiohttpTransport
 from shared.identity import (
@@ -37,13 +38,17 @@ class UserClients:
 
     A new client per add-in call would cost a TLS handshake per call on the track path;
     sharing the transports keeps connections warm while each client carries its own user's
-    OBO auth. Keyed by a hash of the token, never the token itself.
+    OBO auth. Keyed by a hash of the token, never the token itself. Every Graph client shares
+    the worker's `mailbox_gate` with the app's own, so together they keep to Graph's
+    per-mailbox concurrency limit.
     """
 
-    def __init__(self, settings: Settings, retry: RetryPolicy, max_entries: int = 256) -> None:
+    def __init__(self, settings: Settings, retry: RetryPolicy, max_entries: int = 256, *,
+                 mailbox_gate: MailboxGate | None = None) -> None:
         self.settings = settings
         self.retry = retry
         self.max_entries = max_entries
+        self.mailbox_gate = mailbox_gate or MailboxGate()
         self.graph_transport = AiohttpTransport()
         self.dataverse_transport = AiohttpTransport()
         self._clients: OrderedDict[str, tuple[GraphClient, DataverseClient]] = OrderedDict()
@@ -58,7 +63,8 @@ class UserClients:
         graph = GraphClient(settings.graph_base_url,
                             OboTokenAuth(settings, assertion, settings.graph_scope),
                             transport=self.graph_transport, retry=self.retry,
-                            timeout=settings.http_timeout_seconds)
+                            timeout=settings.http_timeout_seconds,
+                            mailbox_gate=self.mailbox_gate)
         dataverse = DataverseClient(settings.dataverse_api_url,
                                     OboTokenAuth(settings, assertion, settings.dataverse_scope),
                                     transport=self.dataverse_transport, retry=self.retry,
@@ -86,7 +92,9 @@ class Runtime:
     users: UserClients = field(init=False)
 
     def __post_init__(self) -> None:
-        self.users = UserClients(self.settings, self.retry)
+        # the app-only client's gate, shared with every OBO client: one per worker and loop
+        self.users = UserClients(self.settings, self.retry,
+                                 mailbox_gate=self.graph.mailbox_gate)
 
     def dataverse_as(self, object_id: str) -> DataverseClient:
         """The CRM as the mailbox owner sees it: their record and field security apply."""
@@ -111,7 +119,8 @@ def build_runtime(settings: Settings) -> Runtime:
                         max_total_wait=settings.retry_max_wait_seconds)
     credential = credential_from_settings(settings)
     graph = GraphClient(settings.graph_base_url, AppTokenAuth(credential, settings.graph_scope),
-                        retry=retry, timeout=settings.http_timeout_seconds)
+                        retry=retry, timeout=settings.http_timeout_seconds,
+                        mailbox_gate=MailboxGate())
     dataverse = DataverseClient(settings.dataverse_api_url,
                                 AppTokenAuth(credential, settings.dataverse_scope),
                                 retry=retry, timeout=settings.http_timeout_seconds)

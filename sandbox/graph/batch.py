@@ -1,9 +1,13 @@
 """JSON batching (POST /v1.0/$batch): each inner request runs through the same routes,
 in-process, with the outer Authorization, its own fault decision and dependsOn handling
-(learn.microsoft.com/graph/json-batching)."""
+(learn.microsoft.com/graph/json-batching). As Graph does, up to four parts run at once, in
+request order otherwise, and each counts against its mailbox's concurrency limit while it
+runs (learn.microsoft.com/graph/throttling-limits#outlook-service-limits;
+learn.microsoft.com/en-us/answers/questions/1660054/)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 from urllib.parse import urlsplit
@@ -12,10 +16,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from sandbox.faults import MAILBOX_CONCURRENCY_CODE, MAILBOX_CONCURRENCY_MESSAGE, graph_error_code
 from sandbox.graph.api import authenticate, handler, json_body, ok
 from sandbox.graph.errors import GraphError, error_body
 
 MAX_REQUESTS = 20
+PARALLEL_PARTS = 4  # Graph sends Outlook up to four parts of a batch at a time
 PASS_HEADERS = ("content-type", "location", "retry-after", "preference-applied", "etag")
 
 
@@ -93,6 +99,49 @@ async def _dispatch(request: Request, method: str, url: str, headers: dict[str, 
     return status, out_headers, parsed
 
 
+def _failed_dependency(rid: str) -> dict[str, Any]:
+    return {"id": rid, "status": 424, "headers": {},
+            "body": error_body("FailedDependency", "A dependency of this request failed.")}
+
+
+def _throttled(rid: str, status: int, retry_after: float | None, code: str, message: str
+               ) -> dict[str, Any]:
+    headers = {"Content-Type": "application/json"}
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(0, int(round(retry_after))))
+    return {"id": rid, "status": status, "headers": headers, "body": error_body(code, message)}
+
+
+async def _part(request: Request, world: Any, r: dict[str, Any]) -> dict[str, Any]:
+    """One part, as Outlook runs it: it counts against its mailbox's concurrency while it
+    runs (a fifth at once is answered 429 MailboxConcurrency), then faults, then the route."""
+    rid = str(r["id"])
+    url = _relative(str(r["url"]))
+    user_key = _user_key(url.partition("?")[0])
+    known = world.user(user_key) if user_key else None
+    user_key = known.object_id if known is not None else user_key
+    faults = world.faults
+    faults.count_op("graph")
+    if user_key is not None and not faults.enter_mailbox(user_key):
+        return _throttled(rid, 429, 1.0, MAILBOX_CONCURRENCY_CODE, MAILBOX_CONCURRENCY_MESSAGE)
+    try:
+        decision = faults.decide("graph", user_key)
+        if decision and decision.latency_ms:
+            await asyncio.sleep(decision.latency_ms / 1000)
+        if decision and decision.status:
+            code, message = graph_error_code(decision.status)
+            return _throttled(rid, decision.status, decision.retry_after, code, message)
+        status, headers, resp_body = await _dispatch(
+            request, str(r["method"]), url, dict(r.get("headers") or {}), r.get("body"))
+    finally:
+        if user_key is not None:
+            faults.leave_mailbox(user_key)
+    entry: dict[str, Any] = {"id": rid, "status": status, "headers": headers}
+    if resp_body is not None:
+        entry["body"] = resp_body
+    return entry
+
+
 @handler
 async def batch(request: Request) -> Response:
     authenticate(request)
@@ -118,36 +167,30 @@ async def batch(request: Request) -> Response:
             if str(dep) not in ids:
                 raise _bad(f"Request {r['id']} depends on unknown request {dep}.")
     results: dict[str, dict[str, Any]] = {}
-    for r in reqs:
+    finished = {rid: asyncio.Event() for rid in ids}
+    position = {rid: n for n, rid in enumerate(ids)}
+    window = asyncio.Semaphore(PARALLEL_PARTS)
+
+    async def run(r: dict[str, Any]) -> None:
         rid = str(r["id"])
-        deps = [str(d) for d in r.get("dependsOn") or []]
-        if any(d not in results or results[d]["status"] >= 400 for d in deps):
-            results[rid] = {"id": rid, "status": 424, "headers": {},
-                            "body": error_body("FailedDependency",
-                                               "A dependency of this request failed.")}
-            continue
-        url = _relative(str(r["url"]))
-        user_key = _user_key(url.partition("?")[0])
-        known = world.user(user_key) if user_key else None
-        user_key = known.object_id if known is not None else user_key
-        world.faults.count_op("graph")
-        decision = world.faults.decide("graph", user_key)
-        if decision and decision.status:
-            headers = {"Content-Type": "application/json"}
-            if decision.retry_after is not None:
-                headers["Retry-After"] = str(max(0, int(round(decision.retry_after))))
-            code = "TooManyRequests" if decision.status == 429 else "ServiceNotAvailable"
-            message = ("Application is over its MailboxConcurrency limit."
-                       if decision.status == 429 else "Injected fault.")
-            results[rid] = {"id": rid, "status": decision.status, "headers": headers,
-                            "body": error_body(code, message)}
-            continue
-        status, headers, resp_body = await _dispatch(
-            request, str(r["method"]), url, dict(r.get("headers") or {}), r.get("body"))
-        entry: dict[str, Any] = {"id": rid, "status": status, "headers": headers}
-        if resp_body is not None:
-            entry["body"] = resp_body
-        results[rid] = entry
+        try:
+            deps = [str(d) for d in r.get("dependsOn") or []]
+            if any(position[d] >= position[rid] for d in deps):  # only earlier parts run first
+                results[rid] = _failed_dependency(rid)
+                return
+            for dep in deps:
+                await finished[dep].wait()
+            if any(results[d]["status"] >= 400 for d in deps):
+                results[rid] = _failed_dependency(rid)
+                return
+            async with window:
+                results[rid] = await _part(request, world, r)
+        finally:
+            finished[rid].set()
+
+    # parts start in request order, up to PARALLEL_PARTS at once (asyncio's semaphore wakes
+    # its waiters first come, first served); a part with dependsOn waits for them outside
+    await asyncio.gather(*(run(r) for r in reqs))
     return ok({"responses": [results[i] for i in ids]})
 
 

@@ -2,7 +2,8 @@
 
 Dataverse errors are `{"error": {"code": "0x8...", "message": ...}}`. Service protection limits
 (learn.microsoft.com/power-apps/developer/data-platform/api-limits) answer 429 with
-`Retry-After` and one of three codes; those are transient whatever the status says. The message
+`Retry-After` and one of three codes; those are transient whatever the status says, and so are
+503 and 504 (what the SDK retry handlers resend); every other 5xx is permanent. The message
 may quote record values, so it stays on `detail` and out of the error's text.
 """
 
@@ -13,7 +14,7 @@ from typing import Any
 import httpx
 
 from shared.errors import ErrorKind, UpstreamError
-from shared.http.retry import parse_retry_after
+from shared.http.retry import TRANSIENT_STATUSES, parse_retry_after
 
 SERVICE = "dataverse"
 
@@ -36,7 +37,8 @@ def dataverse_error_from(status: int, headers: httpx.Headers | dict[str, str], b
     headers = httpx.Headers(headers)
     code, message = _envelope(body)
     low = (code or "").lower()
-    if status == 429 or low in SERVICE_PROTECTION_CODES or status >= 500:
+    if status in TRANSIENT_STATUSES or low in SERVICE_PROTECTION_CODES:
+        # 500/501/502 are answers, not throttling: permanent like any other status below
         kind = ErrorKind.TRANSIENT
     elif status == 401:
         kind = ErrorKind.AUTH

@@ -1,11 +1,12 @@
 """GraphClient: the Microsoft Graph calls the sync engines make, over one httpx.AsyncClient.
 
 Every request asks for immutable ids (`Prefer: IdType="ImmutableId"`) so an item keeps its id
-when it moves between folders, which is what our link rows key on. Paging is hidden by
-`list_*`; delta is exposed page by page because the caller must persist each page's cursor
-before asking for the next (a crash then resumes mid-backlog instead of starting over).
-Throttling is absorbed by the shared retry loop, and `$batch` retries only the inner requests
-that were throttled.
+when it moves between folders (parked pending items and the copies on tracked-message rows
+are keyed by it). Paging is hidden by `list_*`; delta is exposed page by page because the
+caller must persist each page's cursor before asking for the next (a crash then resumes
+mid-backlog instead of starting over). Throttling is absorbed by the shared retry loop,
+`$batch` (shared/graph/batch.py) resends only the parts the resend rule allows, and every
+request waits for a slot of its mailbox's concurrency limit (shared/graph/concurrency.py).
 """
 
 from __future__ import annotations
@@ -13,25 +14,21 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
 from shared.errors import ErrorKind, UpstreamError
-from shared.graph.errors import SERVICE, graph_error, graph_error_from
-from shared.http.retry import (
-    IDEMPOTENT_METHODS,
-    REFUSED_STATUSES,
-)
-from shared.http.service import ServiceClient
+from shared.graph.batch import IMMUTABLE_IDS, BatchRequest, BatchResponse, GraphBatching
+from shared.graph.concurrency import GatedTransport, MailboxGate
+from shared.graph.errors import SERVICE, graph_error
+from shared.http.retry import RetryPolicy
+from shared.http.service import DEFAULT_TIMEOUT, Hooks
+from shared.http.transport import AiohttpTransport
 
 log = logging.getLogger("sss.graph")
-
-IMMUTABLE_IDS = 'IdType="ImmutableId"'
-BATCH_LIMIT = 20  # learn.microsoft.com/graph/json-batching#batch-size-limitations
-
 
 
 @dataclass
@@ -48,37 +45,6 @@ class DeltaPage:
     def link(self) -> str | None:
         """The cursor to persist after this page."""
         return self.next_link or self.delta_link
-
-
-@dataclass
-class BatchRequest:
-    """One request inside a JSON $batch; `url` is relative to the version, e.g. /users/x/..."""
-
-    method: str
-    url: str
-    body: Any = None
-    headers: dict[str, str] | None = None
-    id: str | None = None
-    depends_on: list[str] | None = None
-    safe: bool | None = None  # resendable; default: idempotent methods only
-
-
-@dataclass
-class BatchResponse:
-    id: str
-    status: int
-    headers: dict[str, str] = field(default_factory=dict)
-    body: Any = None
-    error: UpstreamError | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def raise_for_error(self) -> BatchResponse:
-        if self.error is not None:
-            raise self.error
-        return self
 
 
 def _seg(value: str) -> str:
@@ -98,11 +64,34 @@ def _select(select: Sequence[str] | None) -> dict[str, str]:
     return {"$select": ",".join(select)} if select else {}
 
 
-class GraphClient(ServiceClient):
-    """Microsoft Graph for app-only (any mailbox) or on-behalf-of (the user's own) calls."""
+class GraphClient(GraphBatching):
+    """Microsoft Graph for app-only (any mailbox) or on-behalf-of (the user's own) calls.
+
+    `mailbox_gate` is the worker's one gate of per-mailbox slots: every GraphClient of a
+    worker (the app's and each caller's) must share it, so that together they keep to the
+    limit. Without one the client keeps to the limit on its own.
+    """
 
     service = SERVICE
-    default_headers = {"Accept": "application/json", "Prefer": IMMUTABLE_IDS}
+
+    def __init__(
+        self,
+        base_url: str,
+        auth: httpx.Auth | None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: httpx.Timeout | float | None = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        event_hooks: Hooks | None = None,
+        page_size: int = 100,
+        mailbox_gate: MailboxGate | None = None,
+    ) -> None:
+        self.mailbox_gate = mailbox_gate or MailboxGate()
+        super().__init__(base_url, auth,
+                         transport=GatedTransport(transport or AiohttpTransport(),
+                                                  self.mailbox_gate),
+                         timeout=timeout, retry=retry, event_hooks=event_hooks,
+                         page_size=page_size)
 
     def map_error(self, response: httpx.Response) -> UpstreamError:
         return graph_error(response)
@@ -359,95 +348,6 @@ class GraphClient(ServiceClient):
         await self._send("DELETE",
                          f"{_u(user)}/todo/lists/{_seg(list_id)}/tasks/{_seg(task_id)}",
                          ok=(404,))
-
-    # --- $batch -------------------------------------------------------------------------------
-
-    async def batch(self, requests: Sequence[BatchRequest]) -> list[BatchResponse]:
-        """Send many requests in JSON $batch calls of at most 20, answers in request order.
-
-        Inner requests throttled (429/503) are resent alone after the largest inner
-        Retry-After, within the retry policy; one throttled request never fails the batch:
-        what is still throttled when the budget runs out comes back with its transient error.
-        """
-        prepared: list[BatchRequest] = []
-        for index, request in enumerate(requests):
-            rid = request.id or str(index + 1)
-            prepared.append(BatchRequest(request.method.upper(), request.url, request.body,
-                                         request.headers, rid, request.depends_on,
-                                         request.safe))
-        if len({r.id for r in prepared}) != len(prepared):
-            raise ValueError("batch request ids must be unique")
-        results: dict[str, BatchResponse] = {}
-        for start in range(0, len(prepared), BATCH_LIMIT):
-            await self._batch_chunk(prepared[start:start + BATCH_LIMIT], results)
-        return [results[str(r.id)] for r in prepared]
-
-    async def _batch_chunk(self, chunk: list[BatchRequest],
-                           results: dict[str, BatchResponse]) -> None:
-        pending = chunk
-        waited = 0.0
-        attempt = 0
-        while pending:
-            attempt += 1
-            answers = await self._send_batch(pending)
-            results.update(answers)
-            throttled = [r for r in pending if answers[str(r.id)].status in REFUSED_STATUSES]
-            if not throttled:
-                return
-            hints = [error.retry_after for r in throttled
-                     if (error := answers[str(r.id)].error) is not None]
-            known = [h for h in hints if h is not None]
-            # Requests that failed only because a throttled one they depend on did (424).
-            blocked = {str(r.id) for r in throttled}
-            throttled += [r for r in pending if answers[str(r.id)].status == 424
-                          and blocked.intersection(r.depends_on or [])]
-            delay = max(known) if known else self.retry.backoff(attempt)
-            if attempt >= self.retry.max_attempts or waited + delay > self.retry.max_total_wait:
-                log.warning("graph batch: %d inner requests still throttled", len(throttled))
-                return
-            log.info("graph batch: resending %d throttled of %d in %.2fs", len(throttled),
-                     len(chunk), delay)
-            await self.retry.sleep(delay)
-            waited += delay
-            pending = throttled
-
-    async def _send_batch(self, chunk: list[BatchRequest]) -> dict[str, BatchResponse]:
-        ids = {str(r.id) for r in chunk}
-        payload = []
-        for r in chunk:
-            headers = {"Prefer": IMMUTABLE_IDS, **(r.headers or {})}
-            item: dict[str, Any] = {"id": r.id, "method": r.method, "url": r.url}
-            if r.body is not None:
-                headers.setdefault("Content-Type", "application/json")
-                item["body"] = r.body
-            item["headers"] = headers
-            depends = [d for d in (r.depends_on or []) if d in ids]
-            if depends:
-                item["dependsOn"] = depends
-            payload.append(item)
-        safe = all(r.safe if r.safe is not None else r.method in IDEMPOTENT_METHODS
-                   for r in chunk)
-        response = await self._send("POST", "/$batch", json_body={"requests": payload},
-                                    safe=safe, operations=len(chunk))
-        body = self._json(response)
-        answers: dict[str, BatchResponse] = {}
-        for raw in body.get("responses", []):
-            rid = str(raw.get("id"))
-            if rid not in ids:
-                continue
-            status = int(raw.get("status", 0))
-            headers = {str(k): str(v) for k, v in (raw.get("headers") or {}).items()}
-            inner = raw.get("body")
-            error = None
-            if status >= 400:
-                empty = inner is None or inner == "" or inner == {}
-                error = graph_error_from(status, headers, inner, empty=empty)
-            answers[rid] = BatchResponse(rid, status, headers, inner, error)
-        for rid in ids - answers.keys():
-            answers[rid] = BatchResponse(rid, 503, {}, None, UpstreamError(
-                "graph batch answer missing", kind=ErrorKind.TRANSIENT, status=503,
-                service=SERVICE))
-        return answers
 
 
 def new_transaction_id() -> str:

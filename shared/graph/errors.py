@@ -2,9 +2,10 @@
 
 Graph's error envelope is `{"error": {"code": ..., "message": ...}}`; the status says most of
 it, and a few codes override the status (learn.microsoft.com/graph/errors,
-/graph/throttling, /graph/delta-query-overview#synchronization-reset). The upstream message is
-kept on `detail` for debugging but never in the error's text, which lands in logs and status
-rows (Graph messages may quote addresses).
+/graph/throttling, /graph/delta-query-overview#synchronization-reset). Transient means what
+Microsoft's Graph SDKs retry (429, 503, 504); every other status is permanent. The upstream
+message is kept on `detail` for debugging but never in the error's text, which lands in logs
+and status rows (Graph messages may quote addresses).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import httpx
 
 from shared.errors import ErrorKind, UpstreamError
-from shared.http.retry import parse_retry_after
+from shared.http.retry import TRANSIENT_STATUSES, parse_retry_after
 
 SERVICE = "graph"
 
@@ -35,8 +36,8 @@ def _envelope(body: Any) -> tuple[str | None, str | None]:
     return None, None
 
 
-def graph_error_from(status: int, headers: httpx.Headers | dict[str, str], body: Any,
-                     *, empty: bool = False) -> UpstreamError:
+def graph_error_from(status: int, headers: httpx.Headers | dict[str, str], body: Any
+                     ) -> UpstreamError:
     """Classify one Graph failure (a top-level response or one inner $batch response)."""
     headers = httpx.Headers(headers)
     code, message = _envelope(body)
@@ -48,10 +49,8 @@ def graph_error_from(status: int, headers: httpx.Headers | dict[str, str], body:
         location = headers.get("location")
     elif low in _MAILBOX_CODES:
         kind = ErrorKind.AUTH
-    elif status == 429 or status >= 500:
-        kind = ErrorKind.TRANSIENT
-    elif status == 400 and empty:
-        # Graph answers some overload conditions with a bare 400; it clears on retry.
+    elif status in TRANSIENT_STATUSES:
+        # what Graph's SDKs retry; any other 5xx (500, 501 "not implemented", 502) is permanent
         kind = ErrorKind.TRANSIENT
     elif status == 401:
         kind = ErrorKind.AUTH
@@ -61,7 +60,7 @@ def graph_error_from(status: int, headers: httpx.Headers | dict[str, str], body:
         kind = ErrorKind.NOT_FOUND
     elif status in (409, 412):
         kind = ErrorKind.CONFLICT
-    elif status in (400, 413, 415, 422):
+    elif status in (400, 413, 415, 422):  # a bare 400 too: no SDK retries it
         kind = ErrorKind.INVALID
     else:
         kind = ErrorKind.PERMANENT
@@ -84,7 +83,7 @@ def graph_error(response: httpx.Response) -> UpstreamError:
             body = response.json()
         except ValueError:
             body = None
-    return graph_error_from(response.status_code, response.headers, body, empty=empty)
+    return graph_error_from(response.status_code, response.headers, body)
 
 
 __all__ = ["graph_error", "graph_error_from"]

@@ -1,10 +1,11 @@
 """The one retry loop both upstream clients send through.
 
-Graph and Dataverse throttle the same way (429/503 with `Retry-After`) and fail the same way
-(5xx, dropped connections), so one loop decides when a request is sent again: only transient
-failures, only when resending cannot duplicate a side effect, never waiting longer in total
-than the policy allows. Past that the caller gets the classified transient error, and the
-engines back the mailbox off instead of holding a worker hostage.
+Graph and Dataverse throttle the same way (429/503 with `Retry-After`), so one rule decides
+when a request is sent again: only what Microsoft's own SDK retry handlers resend (429, 503,
+504 and dropped connections), only when resending cannot duplicate a side effect, never
+waiting longer in total than the policy allows. Every other status (500, 501, 502, ...) is
+permanent and surfaces at once. Past the budget the caller gets the classified transient
+error, and the engines back the mailbox off instead of holding a worker hostage.
 """
 
 from __future__ import annotations
@@ -30,8 +31,13 @@ ErrorMapper = Callable[[httpx.Response], UpstreamError]
 # Methods a server applies the same way however often they arrive (RFC 9110 9.2.2). PATCH is
 # not idempotent in general, but every PATCH these clients send sets absolute values.
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH"})
+# The statuses Microsoft's SDK retry handlers resend (msgraph-sdk-design
+# middleware/RetryHandler.md and Kiota's RetryHandler: 429, 503, 504); the mappers classify
+# exactly these as transient. A 500/501/502 is an answer, not a hiccup: resending it only
+# repeats the failure and, for a write, risks doing it twice.
+TRANSIENT_STATUSES = frozenset({429, 503, 504})
 # Statuses that say the server refused the request before acting on it: safe to resend even
-# a create.
+# a create. A 504 may come after the work was done, so it is resent only when safe.
 REFUSED_STATUSES = frozenset({429, 503})
 # Extension key carrying how many operations one HTTP request holds ($batch holds many).
 OPERATIONS_EXTENSION = "sss_operations"
@@ -110,6 +116,12 @@ def never_sent(error: httpx.TransportError) -> bool:
     return isinstance(error, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
 
 
+def may_resend(error: UpstreamError, *, safe: bool) -> bool:
+    """The one resend rule, for whole requests and for the parts of a `$batch`: a transient
+    failure, and either a safe request or one the server refused before acting on it."""
+    return error.transient and (safe or error.status in REFUSED_STATUSES)
+
+
 def with_operations(request: httpx.Request, operations: int) -> httpx.Request:
     """Mark a request as carrying `operations` operations (for RequestStats)."""
     request.extensions = {**request.extensions, OPERATIONS_EXTENSION: operations}
@@ -132,7 +144,8 @@ async def send_with_retry(
     raise the mapped `UpstreamError` (kind transient, with `retry_after`) once attempts or the
     wait budget run out. `safe` says whether resending can duplicate a side effect; by default
     idempotent methods are safe and POST is not. An unsafe request is still resent when the
-    server refused it (429/503) or it never left (connect errors). `deadline` is an absolute
+    server refused it (429/503) or it never left (connect errors); after a 504 or a dropped
+    connection it may have been acted on, so it is not. `deadline` is an absolute
     `policy.clock()` time no wait may run past (add-in calls have their own).
     """
     if safe is None:
@@ -159,9 +172,8 @@ async def send_with_retry(
             failure = error_mapper(response)
             if not failure.transient:
                 return response
-            retryable = safe or response.status_code in REFUSED_STATUSES
             cause = None
-            if not retryable:
+            if not may_resend(failure, safe=safe):
                 raise failure
         delay = failure.retry_after if failure.retry_after is not None else policy.backoff(attempt)
         if failure.retry_after is None:
@@ -187,6 +199,8 @@ __all__ = [
     "REFUSED_STATUSES",
     "RequestStats",
     "RetryPolicy",
+    "TRANSIENT_STATUSES",
+    "may_resend",
     "never_sent",
     "parse_retry_after",
     "send_with_retry",

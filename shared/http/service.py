@@ -101,10 +101,14 @@ class ServiceClient:
         safe: bool | None = None,
         ok: Sequence[int] = (),
         operations: int = 1,
+        extensions: Mapping[str, Any] | None = None,
     ) -> httpx.Response:
-        """Send with the shared retry loop; an error status outside `ok` raises, mapped."""
+        """Send with the shared retry loop; an error status outside `ok` raises, mapped.
+        `extensions` ride on the request to the transport (e.g. a $batch's mailbox slots)."""
         request = self._http.build_request(method, url, params=params, json=json_body,
                                            content=content, headers=self._headers(headers))
+        if extensions:
+            request.extensions = {**request.extensions, **extensions}
         if operations != 1:
             with_operations(request, operations)
         response = await send_with_retry(self._http, request, policy=self.retry,

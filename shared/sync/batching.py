@@ -1,41 +1,54 @@
 """Resending the operations of a Dataverse $batch that came back throttled.
 
 The client runs a batch with continue-on-error and hands back one result per operation; an
-inner 429/503 is not retried there. Failing the whole page for one throttled create would
-throw away the 99 that worked, so only the transient ones are resent, after the largest
-Retry-After, within the same bounded budget as a top-level call.
+inner failure is not retried there. Failing the whole page for one throttled create would
+throw away the 99 that worked, so only the operations the one resend rule allows
+(`may_resend`: 429/503 always, 504 only for idempotent methods, as for a top-level request)
+are sent again, plus those the service never executed, after the largest Retry-After, within
+the client's retry policy (its sleep, attempts and wait budget).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from urllib.parse import quote
 
 from shared.dataverse import DataverseClient, DataverseOperation, DataverseResult
-from shared.errors import ErrorKind
+from shared.http.retry import IDEMPOTENT_METHODS, may_resend
+
+
+def _resendable(operation: DataverseOperation, result: DataverseResult) -> bool:
+    if result.error is None:
+        return False
+    if result.status == 0 and result.error.transient:  # no answer: never executed
+        return True
+    return may_resend(result.error, safe=operation.method.upper() in IDEMPOTENT_METHODS)
 
 
 async def batch_with_retry(
     client: DataverseClient, operations: Sequence[DataverseOperation], *,
-    attempts: int = 4, max_wait: float = 60.0,
+    attempts: int | None = None, max_wait: float | None = None,
 ) -> list[DataverseResult]:
+    """`client.batch` with the resendable operations sent again; `attempts` and `max_wait`
+    default to the client's retry policy."""
     if not operations:
         return []
+    policy = client.retry
+    attempts = policy.max_attempts if attempts is None else attempts
+    max_wait = policy.max_total_wait if max_wait is None else max_wait
     results = await client.batch(list(operations))
     waited = 0.0
-    for _ in range(attempts - 1):
-        transient = [(i, r.error) for i, r in enumerate(results)
-                     if r.error is not None and r.error.kind is ErrorKind.TRANSIENT]
-        if not transient:
+    for attempt in range(1, attempts):
+        retry = [i for i, r in enumerate(results) if _resendable(operations[i], r)]
+        if not retry:
             break
-        retry = [i for i, _ in transient]
-        delay = max((error.retry_after or 0.0 for _, error in transient), default=0.0)
-        delay = max(0.0, min(delay, 30.0))
+        hints = [e.retry_after for i in retry if (e := results[i].error) is not None
+                 and e.retry_after is not None]
+        delay = max(hints) if hints else policy.backoff(attempt)
         if waited + delay > max_wait:
             break
         if delay:
-            await asyncio.sleep(delay)
+            await policy.sleep(delay)
         waited += delay
         again = await client.batch([operations[i] for i in retry])
         for i, result in zip(retry, again, strict=True):

@@ -12,6 +12,7 @@ from shared.errors import ErrorKind, UpstreamError
 from shared.http.retry import RetryPolicy
 from shared.identity import AppTokenAuth, credential_from_settings
 from shared.settings import Settings
+from shared.sync.batching import batch_with_retry
 from tests.contract.conftest import Sleeps
 from tests.fixtures.sandbox import SandboxHandle
 
@@ -182,6 +183,66 @@ async def test_429_is_retried_with_retry_after(fresh_sandbox: SandboxHandle,
     assert (await crm.whoami())["UserId"]
     assert sleeps.waits == [1.0, 0.0]
     assert crm.stats.http_requests == 3
+
+
+@pytest.mark.parametrize("status", [500, 501, 502])
+async def test_other_5xx_surface_at_once_as_permanent(fresh_sandbox: SandboxHandle,
+                                                      crm: DataverseClient, sleeps: Sleeps,
+                                                      status: int) -> None:
+    fresh_sandbox.faults({"service": "dataverse", "kind": "status", "status": status,
+                          "retry_after": None, "count": None})
+    fresh_sandbox.control.delete("/_sandbox/counters")
+    with pytest.raises(UpstreamError) as caught:
+        await crm.get("contacts", ANA)
+    assert (caught.value.kind, caught.value.status) == (ErrorKind.PERMANENT, status)
+    assert fresh_sandbox.counters()["requests"]["dataverse"] == 1
+    assert crm.stats.http_requests == 1 and sleeps.waits == []
+
+
+@pytest.mark.parametrize("status", [503, 504])
+async def test_unavailable_and_gateway_timeout_are_retried(fresh_sandbox: SandboxHandle,
+                                                           crm: DataverseClient,
+                                                           status: int) -> None:
+    fresh_sandbox.faults({"service": "dataverse", "kind": "status", "status": status,
+                          "retry_after": 0, "count": 2})
+    assert (await crm.get("contacts", ANA, select=["lastname"]) or {})["lastname"] == "Lopez"
+    assert crm.stats.http_requests == 3
+
+
+async def test_batch_with_retry_follows_the_one_resend_rule(fresh_sandbox: SandboxHandle,
+                                                            crm: DataverseClient,
+                                                            sleeps: Sleeps) -> None:
+    # faults keyed by the parts' own CallerObjectId: the outer $batch request is untouched
+    alex, megan = {"CallerObjectId": ALEX_OID}, {"CallerObjectId": MEGAN_OID}
+    fresh_sandbox.faults({"service": "dataverse", "kind": "status", "status": 504,
+                          "retry_after": 0, "count": 2, "user": ALEX_OID},
+                         {"service": "dataverse", "kind": "status", "status": 500,
+                          "retry_after": None, "count": 1, "user": MEGAN_OID})
+    read, create, other = await batch_with_retry(crm, [
+        DataverseOperation("GET", f"contacts({ANA})?$select=lastname", headers=alex),
+        DataverseOperation("POST", "contacts", {"lastname": "Gateway"}, headers=alex),
+        DataverseOperation("GET", f"contacts({BOB})?$select=lastname", headers=megan)])
+    assert read.ok and read.body["lastname"] == "Lopez"  # a read is resent after a 504
+    # a create may have landed before a gateway timeout: not resent
+    assert create.status == 504 and create.error is not None and create.error.transient
+    # a 500 is permanent: never resent
+    assert other.status == 500 and other.error is not None
+    assert other.error.kind is ErrorKind.PERMANENT
+    assert crm.stats.http_requests == 2 and crm.stats.operations == 4
+    assert len(sleeps.waits) == 1  # one backoff, through the client's retry policy
+    assert [r async for r in crm.list("contacts", filter="lastname eq 'Gateway'")] == []
+
+
+async def test_batch_with_retry_resends_a_throttled_create(fresh_sandbox: SandboxHandle,
+                                                           crm: DataverseClient) -> None:
+    fresh_sandbox.faults({"service": "dataverse", "kind": "status", "status": 429,
+                          "retry_after": 0, "count": 1, "user": ALEX_OID})
+    [created] = await batch_with_retry(crm, [DataverseOperation(
+        "POST", "contacts", {"lastname": "Throttled once"},
+        headers={"CallerObjectId": ALEX_OID})])
+    assert created.ok and crm.stats.operations == 2
+    rows = [r async for r in crm.list("contacts", filter="lastname eq 'Throttled once'")]
+    assert len(rows) == 1
 
 
 async def test_create_not_resent_after_dropped_connection(fresh_sandbox: SandboxHandle,

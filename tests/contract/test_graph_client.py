@@ -45,6 +45,13 @@ def deliver(sandbox: SandboxHandle, to: str, subject: str, **extra: object) -> d
     return response.json()["value"][0]
 
 
+def drafts(sandbox: SandboxHandle) -> list[dict]:
+    response = sandbox.control.get(f"/_sandbox/graph/mailboxes/{ALEX}/messages",
+                                   params={"folder": "drafts"})
+    response.raise_for_status()
+    return list(response.json()["value"])
+
+
 async def test_folders(graph: GraphClient) -> None:
     inbox = await graph.get_mail_folder(ALEX, "inbox")
     children = [f async for f in graph.list_child_folders(ALEX, inbox["id"])]
@@ -122,6 +129,32 @@ async def test_503_is_retried(fresh_sandbox: SandboxHandle, graph: GraphClient) 
     assert graph.stats.http_requests == 3
 
 
+@pytest.mark.parametrize("status", [500, 501, 502])
+async def test_other_5xx_surface_at_once_as_permanent(fresh_sandbox: SandboxHandle,
+                                                      graph: GraphClient, sleeps: Sleeps,
+                                                      status: int) -> None:
+    # Graph's SDKs resend only 429, 503 and 504: a 501 "not implemented" (or a 500, 502) is
+    # an answer, and resending a GET would only repeat it
+    fresh_sandbox.faults({"service": "graph", "kind": "status", "status": status,
+                          "retry_after": None, "count": None, "user": ALEX})
+    fresh_sandbox.control.delete("/_sandbox/counters")
+    with pytest.raises(UpstreamError) as caught:
+        await graph.get_mail_folder(ALEX, "inbox")
+    assert (caught.value.kind, caught.value.status) == (ErrorKind.PERMANENT, status)
+    assert fresh_sandbox.counters()["requests"]["graph"] == 1
+    assert graph.stats.http_requests == 1 and sleeps.waits == []
+
+
+@pytest.mark.parametrize("status", [429, 503, 504])
+async def test_what_the_sdks_retry_is_retried(fresh_sandbox: SandboxHandle, graph: GraphClient,
+                                              status: int) -> None:
+    fresh_sandbox.faults({"service": "graph", "kind": "status", "status": status,
+                          "retry_after": 0, "count": 2, "user": ALEX})
+    fresh_sandbox.control.delete("/_sandbox/counters")
+    assert (await graph.get_mail_folder(ALEX, "inbox"))["displayName"] == "Inbox"
+    assert fresh_sandbox.counters()["requests"]["graph"] == 3
+
+
 async def test_dropped_connection_is_retried_for_get(fresh_sandbox: SandboxHandle,
                                                      graph: GraphClient) -> None:
     fresh_sandbox.faults({"service": "graph", "kind": "drop", "count": 1, "user": ALEX})
@@ -168,6 +201,41 @@ async def test_batch_retries_only_the_throttled_request(fresh_sandbox: SandboxHa
     assert sleeps.waits == [1.0]
     assert graph.stats.http_requests == 2
     assert graph.stats.operations == 5  # four, then the throttled one again
+
+
+async def test_batch_parts_follow_the_one_resend_rule(fresh_sandbox: SandboxHandle,
+                                                      graph: GraphClient,
+                                                      sleeps: Sleeps) -> None:
+    # the first two parts at alex answer 504, the part at megan 501
+    fresh_sandbox.faults({"service": "graph", "kind": "status", "status": 504,
+                          "retry_after": 0, "count": 2, "user": ALEX},
+                         {"service": "graph", "kind": "status", "status": 501,
+                          "retry_after": None, "count": 1, "user": MEGAN})
+    answers = await graph.batch([
+        BatchRequest("GET", f"/users/{ALEX}/mailFolders/inbox"),
+        BatchRequest("POST", f"/users/{ALEX}/messages", body={"subject": "Draft once"}),
+        BatchRequest("GET", f"/users/{MEGAN}/mailFolders/inbox")])
+    get, create, other = answers
+    assert get.status == 200  # a safe part is resent after a 504
+    # a create may have landed before a gateway timeout: not resent, surfaced as transient
+    assert create.status == 504 and create.error is not None and create.error.transient
+    # a 501 is permanent: surfaced at once, never resent
+    assert other.status == 501 and other.error is not None
+    assert other.error.kind is ErrorKind.PERMANENT
+    assert graph.stats.http_requests == 2 and graph.stats.operations == 4  # 3, then the GET
+    assert sleeps.waits == [0.0]
+    assert "Draft once" not in [m["subject"] for m in drafts(fresh_sandbox)]
+
+
+async def test_batch_resends_a_create_the_service_refused(fresh_sandbox: SandboxHandle,
+                                                          graph: GraphClient) -> None:
+    fresh_sandbox.faults({"service": "graph", "kind": "status", "status": 503,
+                          "retry_after": 0, "count": 1, "user": ALEX})
+    [created] = await graph.batch([
+        BatchRequest("POST", f"/users/{ALEX}/messages", body={"subject": "Refused once"})])
+    assert created.status == 201
+    assert graph.stats.operations == 2
+    assert [m["subject"] for m in drafts(fresh_sandbox)].count("Refused once") == 1
 
 
 async def test_batch_in_chunks_of_twenty(fresh_sandbox: SandboxHandle,

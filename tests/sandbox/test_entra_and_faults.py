@@ -163,7 +163,7 @@ def dataverse(fresh_sandbox: SandboxHandle) -> httpx.Client:
 INBOX = "/v1.0/users/alex@contoso.com/mailFolders/inbox"
 
 
-@pytest.mark.parametrize("status", [429, 503, 504])
+@pytest.mark.parametrize("status", [429, 500, 501, 502, 503, 504])
 def test_status_faults_answer_in_graphs_form_then_clear(
     fresh_sandbox: SandboxHandle, graph: httpx.Client, status: int
 ) -> None:
@@ -226,6 +226,76 @@ def test_graph_allows_four_concurrent_requests_per_mailbox(fresh_sandbox: Sandbo
             return sorted(a.status_code for a in answers)
 
     assert asyncio.run(burst()) == [200, 200, 200, 200, 429, 429]
+
+
+def _concurrency(sb: SandboxHandle) -> dict[str, Any]:
+    return dict(sb.counters()["graph_concurrency"])
+
+
+def _inbox_batch(n: int, *, chain: bool = False) -> dict[str, Any]:
+    parts: list[dict[str, Any]] = []
+    for i in range(1, n + 1):
+        part: dict[str, Any] = {"id": str(i), "method": "GET",
+                                "url": "/users/alex@contoso.com/mailFolders/inbox"}
+        if chain and i > 1:
+            part["dependsOn"] = [str(i - 1)]
+        parts.append(part)
+    return {"requests": parts}
+
+
+def test_batch_runs_four_parts_at_once_each_counting_against_the_mailbox(
+    fresh_sandbox: SandboxHandle, graph: httpx.Client
+) -> None:
+    fresh_sandbox.faults({"service": "graph", "kind": "latency", "latency_ms": 200,
+                          "user": "alex@contoso.com"})
+    fresh_sandbox.control.delete("/_sandbox/counters")
+    answer = graph.post("/v1.0/$batch", json=_inbox_batch(9))
+    assert answer.status_code == 200
+    assert [r["status"] for r in answer.json()["responses"]] == [200] * 9
+    seen = _concurrency(fresh_sandbox)
+    assert seen["max_in_flight"] == {ALEX_OID: 4}  # Graph runs four parts at a time
+    assert seen["throttled"] == {}
+    assert seen["in_flight"] == {}
+
+
+def test_dependent_parts_run_one_after_another(fresh_sandbox: SandboxHandle,
+                                               graph: httpx.Client) -> None:
+    fresh_sandbox.faults({"service": "graph", "kind": "latency", "latency_ms": 50,
+                          "user": "alex@contoso.com"})
+    fresh_sandbox.control.delete("/_sandbox/counters")
+    answer = graph.post("/v1.0/$batch", json=_inbox_batch(5, chain=True))
+    assert [r["status"] for r in answer.json()["responses"]] == [200] * 5
+    assert _concurrency(fresh_sandbox)["max_in_flight"] == {ALEX_OID: 1}
+
+
+def test_a_batch_part_over_the_mailbox_limit_is_throttled(fresh_sandbox: SandboxHandle) -> None:
+    sb = fresh_sandbox
+    token = sb.app_token(f"{GRAPH}/.default")
+    sb.faults({"service": "graph", "kind": "latency", "latency_ms": 1500,
+               "user": "alex@contoso.com"})
+
+    async def run() -> httpx.Response:
+        async with httpx.AsyncClient(base_url=sb.base_url, verify=sb.ssl_context(),
+                                     headers={"Authorization": f"Bearer {token}"},
+                                     timeout=30) as client:
+            single = asyncio.create_task(client.get(INBOX))
+            # the single request is at the service before the batch is sent
+            while (await client.get("/_sandbox/counters")).json()[
+                    "graph_concurrency"]["in_flight"].get(ALEX_OID) != 1:
+                pass
+            answer = await client.post("/v1.0/$batch", json=_inbox_batch(4))
+            assert (await single).status_code == 200
+            return answer
+
+    answer = asyncio.run(run())
+    statuses = [r["status"] for r in answer.json()["responses"]]
+    assert statuses == [200, 200, 200, 429]  # the fourth part is the fifth request at alex
+    throttled = answer.json()["responses"][3]
+    assert throttled["body"]["error"]["code"] == "ApplicationThrottled"
+    assert "MailboxConcurrency" in throttled["body"]["error"]["message"]
+    assert int(throttled["headers"]["Retry-After"]) >= 1
+    seen = _concurrency(sb)
+    assert seen["throttled"] == {ALEX_OID: 1} and seen["max_in_flight"] == {ALEX_OID: 4}
 
 
 def test_expired_delta_token_answers_410_with_a_restart_location(

@@ -27,8 +27,12 @@ def response(status: int, code: str | None = None, headers: dict[str, str] | Non
     (429, "0x80072322", ErrorKind.TRANSIENT),
     (429, "0x80072321", ErrorKind.TRANSIENT),
     (429, "0x80072326", ErrorKind.TRANSIENT),
-    (500, "0x80040216", ErrorKind.TRANSIENT),
     (503, None, ErrorKind.TRANSIENT),
+    (504, None, ErrorKind.TRANSIENT),
+    # only what the SDK retry handlers resend is transient: other 5xx surface at once
+    (500, "0x80040216", ErrorKind.PERMANENT),
+    (501, None, ErrorKind.PERMANENT),
+    (502, None, ErrorKind.PERMANENT),
     (401, None, ErrorKind.AUTH),
     (403, "0x80040220", ErrorKind.FORBIDDEN),
     (404, "0x80040217", ErrorKind.NOT_FOUND),

@@ -19,10 +19,13 @@ def response(status: int, code: str | None = None, headers: dict[str, str] | Non
 
 @pytest.mark.parametrize(("status", "code", "kind"), [
     (429, "TooManyRequests", ErrorKind.TRANSIENT),
-    (500, "InternalServerError", ErrorKind.TRANSIENT),
-    (502, None, ErrorKind.TRANSIENT),
     (503, "ServiceNotAvailable", ErrorKind.TRANSIENT),
     (504, "GatewayTimeout", ErrorKind.TRANSIENT),
+    # only what Graph's SDK retry handlers resend is transient: other 5xx surface at once
+    (500, "InternalServerError", ErrorKind.PERMANENT),
+    (501, "notSupported", ErrorKind.PERMANENT),
+    (502, None, ErrorKind.PERMANENT),
+    (507, None, ErrorKind.PERMANENT),
     (401, "InvalidAuthenticationToken", ErrorKind.AUTH),
     (403, "ErrorAccessDenied", ErrorKind.FORBIDDEN),
     (403, "MailboxNotEnabledForRESTAPI", ErrorKind.AUTH),
@@ -50,9 +53,10 @@ def test_message_never_leaks_into_text() -> None:
     assert error.detail == "for alex@contoso.com"  # type: ignore[attr-defined]
 
 
-def test_empty_400_is_transient_but_400_with_body_is_invalid() -> None:
-    assert graph_error(response(400)).kind is ErrorKind.TRANSIENT
-    assert graph_error(response(400, body=b"  ")).kind is ErrorKind.TRANSIENT
+def test_a_400_is_invalid_with_or_without_a_body() -> None:
+    # no Microsoft SDK retries a 400, bare or not: it surfaces at once
+    assert graph_error(response(400)).kind is ErrorKind.INVALID
+    assert graph_error(response(400, body=b"  ")).kind is ErrorKind.INVALID
     assert graph_error(response(400, "BadRequest")).kind is ErrorKind.INVALID
 
 
@@ -74,10 +78,13 @@ def test_inner_batch_answers_use_the_same_rules() -> None:
     assert (error.kind, error.retry_after) == (ErrorKind.TRANSIENT, 4.0)
     assert graph_error_from(404, {}, {"error": {"code": "ErrorItemNotFound"}}).kind is \
         ErrorKind.NOT_FOUND
-    assert graph_error_from(400, {}, None, empty=True).kind is ErrorKind.TRANSIENT
+    assert graph_error_from(400, {}, None).kind is ErrorKind.INVALID
+    assert graph_error_from(504, {}, None).kind is ErrorKind.TRANSIENT
+    assert graph_error_from(501, {}, None).kind is ErrorKind.PERMANENT
 
 
 def test_non_json_body_does_not_break_the_mapper() -> None:
     error = graph_error(response(502, body=b"<html>Bad gateway</html>"))
-    assert error.kind is ErrorKind.TRANSIENT
+    assert error.kind is ErrorKind.PERMANENT
     assert error.code is None
+    assert graph_error(response(503, body=b"<html>busy</html>")).kind is ErrorKind.TRANSIENT

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from shared.dataverse.errors import dataverse_error
 from shared.errors import ErrorKind, UpstreamError
 from shared.graph.errors import graph_error
 from shared.http.retry import (
@@ -94,7 +95,7 @@ async def test_honours_retry_after_http_date() -> None:
 
 async def test_backoff_with_jitter_without_retry_after() -> None:
     fake = FakeTime()
-    transport, _ = scripted(throttled(None, 500), throttled(None, 502), throttled(None, 504),
+    transport, _ = scripted(throttled(None, 503), throttled(None, 504), throttled(None, 429),
                             httpx.Response(200))
     await send(transport, policy(fake, base_delay=1.0))
     first, second, third = fake.sleeps
@@ -133,21 +134,42 @@ async def test_deadline_bounds_the_wait() -> None:
     assert len(calls) == 1
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 410, 412])
-async def test_non_transient_answers_are_returned_not_retried(status: int) -> None:
+@pytest.mark.parametrize("mapper", [graph_error, dataverse_error])
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 410, 412,
+                                    500, 501, 502, 505, 507])
+async def test_non_transient_answers_are_returned_not_retried(
+    status: int, mapper: Callable[[httpx.Response], UpstreamError]
+) -> None:
+    # what Microsoft's SDK retry handlers do not resend (anything but 429/503/504) is an
+    # answer: one request, no wait, even for a GET that could safely be sent again
     fake = FakeTime()
-    transport, calls = scripted(httpx.Response(status, json={"error": {"code": "X"}}))
-    response = await send(transport, policy(fake))
+    transport, calls = scripted(httpx.Response(status, json={"error": {"code": "X"}}),
+                                httpx.Response(200))
+    response = await send(transport, policy(fake), mapper=mapper)
     assert response.status_code == status
     assert calls == ["GET"]
     assert fake.sleeps == []
 
 
-async def test_empty_body_400_from_graph_is_retried() -> None:
+@pytest.mark.parametrize("mapper", [graph_error, dataverse_error])
+@pytest.mark.parametrize("status", [429, 503, 504])
+async def test_what_the_sdks_retry_is_retried(
+    status: int, mapper: Callable[[httpx.Response], UpstreamError]
+) -> None:
+    fake = FakeTime()
+    transport, calls = scripted(throttled("1", status), httpx.Response(200))
+    assert (await send(transport, policy(fake), mapper=mapper)).status_code == 200
+    assert calls == ["GET", "GET"]
+    assert fake.sleeps == [1.0]
+
+
+async def test_empty_body_400_is_not_retried() -> None:
     fake = FakeTime()
     transport, calls = scripted(httpx.Response(400), httpx.Response(200))
-    assert (await send(transport, policy(fake))).status_code == 200
-    assert len(calls) == 2
+    response = await send(transport, policy(fake))
+    assert response.status_code == 400
+    assert graph_error(response).kind is ErrorKind.INVALID
+    assert len(calls) == 1
 
 
 @pytest.mark.parametrize("error", [
@@ -187,16 +209,25 @@ async def test_create_that_never_left_is_resent() -> None:
     assert len(calls) == 2
 
 
-async def test_create_refused_with_429_is_resent_but_500_is_not() -> None:
+async def test_create_refused_with_429_or_503_is_resent_but_504_is_not() -> None:
     fake = FakeTime()
-    transport, calls = scripted(throttled("1"), httpx.Response(201))
-    assert (await send(transport, policy(fake), "POST")).status_code == 201
-    assert len(calls) == 2
+    for refused in (429, 503):
+        transport, calls = scripted(throttled("1", refused), httpx.Response(201))
+        assert (await send(transport, policy(fake), "POST")).status_code == 201
+        assert len(calls) == 2
 
-    transport, calls = scripted(throttled(None, 500), httpx.Response(201))
+    # a gateway timeout may come after the create landed: not resent, surfaced as transient
+    transport, calls = scripted(throttled(None, 504), httpx.Response(201))
     with pytest.raises(UpstreamError) as caught:
         await send(transport, policy(fake), "POST")
-    assert caught.value.status == 500
+    assert (caught.value.status, caught.value.kind) == (504, ErrorKind.TRANSIENT)
+    assert calls == ["POST"]
+
+    # a 500 is an answer: returned at once, permanent
+    transport, calls = scripted(throttled(None, 500), httpx.Response(201))
+    response = await send(transport, policy(fake), "POST")
+    assert response.status_code == 500
+    assert graph_error(response).kind is ErrorKind.PERMANENT
     assert calls == ["POST"]
 
 
