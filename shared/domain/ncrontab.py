@@ -20,8 +20,10 @@ MONTHS = {name: n for n, name in enumerate(
      "october", "november", "december"), start=1)}
 WEEKDAYS = {name: n for n, name in enumerate(
     ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday"))}
-FIELDS = (("second", 0, 59, {}), ("minute", 0, 59, {}), ("hour", 0, 23, {}),
-          ("day", 1, 31, {}), ("month", 1, 12, MONTHS), ("day-of-week", 0, 6, WEEKDAYS))
+NO_NAMES: dict[str, int] = {}
+FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
+    ("second", 0, 59, NO_NAMES), ("minute", 0, 59, NO_NAMES), ("hour", 0, 23, NO_NAMES),
+    ("day", 1, 31, NO_NAMES), ("month", 1, 12, MONTHS), ("day-of-week", 0, 6, WEEKDAYS))
 SEARCH_YEARS = 30  # a day-of-month AND day-of-week match recurs within 28 years, or never
 
 

@@ -4,11 +4,15 @@ The tick leases a mailbox under a per-job owner and enqueues the job. The worker
 owner for its own run id with the row's ETag: a second delivery of the same job then finds
 the lease held by a live run and does nothing, and a job whose lease expired and was taken by
 a later tick is stale. Only the Table Storage ETag decides, so two workers never both win.
+
+A cycle that must release its successor itself (shared/domain/cadence.py `handoff_start`)
+hands its own lease to the successor's job the same way, so no tick can slip in between.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from shared.store import Lease, LeaseRepository
 from shared.store.errors import AlreadyExists, ConcurrencyError
@@ -42,4 +46,26 @@ async def take_over_job_lease(
     return Lease(mailbox_id, run_owner, expires_at, etag)
 
 
-__all__ = ["take_over_job_lease"]
+def job_message(mailbox_id: str, lease_owner: str, due_at: datetime, now: datetime,
+                start_at: datetime, outgoing: bool | None) -> dict[str, Any]:
+    """The sync job: whose lease it carries, what was due, and its planned start (which the
+    next due counts from)."""
+    return {"mailbox_id": mailbox_id, "lease_owner": lease_owner,
+            "due_at": due_at.isoformat(), "enqueued_at": now.isoformat(),
+            "start_at": start_at.isoformat(), "outgoing": outgoing}
+
+
+async def hand_over(leases: LeaseRepository, lease: Lease, job_owner: str, until: datetime
+                    ) -> Lease | None:
+    """Give a run's lease to the job of the next cycle (held until `until`); None when the
+    lease was lost meanwhile."""
+    entity = {"PartitionKey": PARTITION, "RowKey": lease.mailbox_id, "owner": job_owner,
+              "expiresAt": utc(until)}
+    try:
+        etag = await leases._replace(entity, lease.etag)  # noqa: SLF001 - same store layer
+    except ConcurrencyError:
+        return None
+    return Lease(lease.mailbox_id, job_owner, utc(until), etag)
+
+
+__all__ = ["hand_over", "job_message", "take_over_job_lease"]

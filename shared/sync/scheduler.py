@@ -1,4 +1,6 @@
-"""The scheduler tick: find the mailboxes due now, lease each, enqueue one job per mailbox.
+"""The scheduler tick: find the mailboxes due before the next tick, lease each, enqueue one
+job per mailbox (released now, so a cycle starts up to a tick early, never a tick late; see
+shared/domain/cadence.py).
 
 Reads go through the due index (`PartitionKey le <now bucket>`), so a tick costs storage
 requests proportional to the mailboxes due, not to the mailboxes registered. A lease per
@@ -21,13 +23,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from shared.dataverse import DataverseClient
+from shared.domain.cadence import released_by_tick
 from shared.domain.mailbox import Channel, Mailbox
+from shared.domain.ncrontab import Schedule
 from shared.errors import UpstreamError
 from shared.settings import Settings
 from shared.store import ConcurrencyError, DueEntry, Store
 from shared.store.keys import due_bucket
 
 from .batching import in_filter
+from .leasing import job_message
 
 log = logging.getLogger("sss.scheduler")
 
@@ -47,12 +52,14 @@ class TickResult:
     mailbox_ids: list[str] = field(default_factory=list)
 
 
-def _is_current(entry: DueEntry, mailbox: Mailbox | None, now: datetime) -> bool:
-    """Whether an index row still stands for a mailbox that is enabled and due."""
+def _is_current(entry: DueEntry, mailbox: Mailbox | None, now: datetime,
+                schedule: Schedule) -> bool:
+    """Whether an index row still stands for an enabled mailbox this tick releases."""
     if mailbox is None or not mailbox.enabled:
         return False
     due = mailbox.next_due_at
-    return due is not None and due <= now and due_bucket(due) == due_bucket(entry.due_at)
+    return due is not None and released_by_tick(due, now, schedule) \
+        and due_bucket(due) == due_bucket(entry.due_at)
 
 
 async def pending_send_senders(dataverse: DataverseClient | None) -> set[str] | None:
@@ -122,7 +129,10 @@ async def run_tick(
     """One scheduler tick at `now` (see module docstring)."""
     result = TickResult(tick_id or uuid.uuid4().hex)
     start = store.request_count
-    entries = await store.due.list_due(now, limit)
+    schedule = Schedule.parse(settings.scheduler_schedule)
+    # everything due before the next tick (list_due is inclusive, so stop a microsecond short)
+    horizon = schedule.next_fire(now) - timedelta(microseconds=1)
+    entries = await store.due.list_due(horizon, limit)
     result.due = len(entries)
     senders = await pending_send_senders(dataverse)
     gate = asyncio.Semaphore(CONCURRENCY)
@@ -133,7 +143,7 @@ async def run_tick(
         async with gate:
             found = await store.mailboxes.get(entry.mailbox_id)
             mailbox = found[0] if found else None
-            if not _is_current(entry, mailbox, now):
+            if not _is_current(entry, mailbox, now, schedule):
                 result.stale += 1
                 if mailbox is None or mailbox.next_due_at is None or \
                         due_bucket(mailbox.next_due_at) != due_bucket(entry.due_at):
@@ -152,11 +162,8 @@ async def run_tick(
                 return
             outgoing = None if senders is None else (
                 (mailbox.systemuser_id or "").lower() in senders)
-            await store.sync_queue.send({
-                "mailbox_id": mailbox.mailbox_id, "lease_owner": owner,
-                "due_at": entry.due_at.isoformat(), "enqueued_at": now.isoformat(),
-                "outgoing": outgoing,
-            })
+            await store.sync_queue.send(
+                job_message(mailbox.mailbox_id, owner, entry.due_at, now, now, outgoing))
             result.enqueued += 1
             result.mailbox_ids.append(mailbox.mailbox_id)
 

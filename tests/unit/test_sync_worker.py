@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from shared.domain.mailbox import Channel, Mailbox, TestResult
+from shared.domain.ncrontab import Schedule
 from shared.errors import ErrorKind, UpstreamError
 from shared.settings import load_settings
 from shared.store import DueEntry
@@ -20,6 +21,7 @@ SETTINGS = load_settings({
     "ENTRA_TENANT_ID": "t", "ENTRA_CLIENT_ID": "c", "ENTRA_CLIENT_SECRET": "s",
     "API_AUDIENCE": "api://x",
 })
+SCHEDULE = Schedule.parse(SETTINGS.scheduler_schedule)
 
 
 def enabled_mailbox() -> Mailbox:
@@ -94,14 +96,26 @@ def test_permanent_failure_disables_at_once() -> None:
 def test_due_index_row_is_current_only_for_enabled_due_mailboxes() -> None:
     mailbox = enabled_mailbox()
     entry = DueEntry(mailbox.mailbox_id, NOW)
-    assert _is_current(entry, mailbox, NOW)
-    assert not _is_current(entry, None, NOW)
+    assert _is_current(entry, mailbox, NOW, SCHEDULE)
+    assert not _is_current(entry, None, NOW, SCHEDULE)
     run(mailbox, moved=1)
     for status in mailbox.channels.values():
         status.next_due_at = NOW + timedelta(minutes=5)
-    assert not _is_current(entry, mailbox, NOW)
+    assert not _is_current(entry, mailbox, NOW, SCHEDULE)
     mailbox.disable("x", NOW)
-    assert not _is_current(entry, mailbox, NOW + timedelta(minutes=10))
+    assert not _is_current(entry, mailbox, NOW + timedelta(minutes=10), SCHEDULE)
+
+
+def test_a_tick_releases_what_is_due_before_the_next_tick() -> None:
+    mailbox = enabled_mailbox()
+    for status in mailbox.channels.values():
+        status.next_due_at = NOW + timedelta(seconds=59)
+    entry = DueEntry(mailbox.mailbox_id, NOW + timedelta(seconds=59))
+    assert _is_current(entry, mailbox, NOW, SCHEDULE)  # the 09:01 tick would be late
+    for status in mailbox.channels.values():
+        status.next_due_at = NOW + timedelta(minutes=1)
+    entry = DueEntry(mailbox.mailbox_id, NOW + timedelta(minutes=1))
+    assert not _is_current(entry, mailbox, NOW, SCHEDULE)  # the 09:01 tick is on time
 
 
 def test_parse_job_refuses_garbage() -> None:
@@ -120,3 +134,24 @@ def test_only_likely_replies_need_threading_headers() -> None:
     assert likely_reply({"subject": "AW: hallo"})
     assert not likely_reply({"subject": "Hello", "conversationIndex": "AQ" + "A" * 28})
     assert likely_reply({"subject": "x", "conversationIndex": "AQ" + "A" * 34 + "=="})
+
+
+def test_next_due_counts_from_the_cycle_start_not_its_end() -> None:
+    mailbox = enabled_mailbox()
+    finished = NOW + timedelta(seconds=40)
+    apply_outcomes(mailbox, {Channel.INCOMING: ChannelOutcome(moved=3)}, finished, SETTINGS,
+                   started=NOW)
+    status = mailbox.channels[Channel.INCOMING]
+    assert status.next_due_at == NOW + timedelta(minutes=5)  # the 09:05 tick, not 09:06
+    assert status.last_cycle_at == finished
+
+
+def test_a_back_off_is_never_released_before_retry_after() -> None:
+    mailbox = enabled_mailbox()
+    finished = NOW + timedelta(seconds=30)
+    error = UpstreamError("x", kind=ErrorKind.TRANSIENT, retry_after=400, status=429,
+                          service="graph")
+    apply_outcomes(mailbox, {Channel.INCOMING: ChannelOutcome(error=error)}, finished, SETTINGS,
+                   started=NOW)
+    # 09:07:10 would be released by the 09:07 tick, 10 s early: the due moves to 09:08
+    assert mailbox.channels[Channel.INCOMING].next_due_at == NOW + timedelta(minutes=8)
