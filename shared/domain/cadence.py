@@ -4,9 +4,9 @@ A due time falls between two scheduler ticks. Released by the first tick after i
 would start up to a tick late, and counted from the cycle's end, the lateness would add up
 (a "5 minute" cycle every 6). So: a tick releases every cycle due before the next tick; the
 next due counts from the cycle's planned start (the moment it was released); and a cycle that
-ends with its successor due before the tick after next releases that successor itself, since
-the ticks before it found the mailbox leased. tests/unit/test_domain_cadence.py proves the
-resulting bound on the gap between two cycle starts.
+ends with its successor due before the tick after next releases that successor itself (to
+start at its due time), since the ticks before it found the mailbox leased.
+tests/unit/test_domain_cadence.py proves the resulting bound on the gap between two starts.
 """
 
 from __future__ import annotations
@@ -51,15 +51,12 @@ def handoff_start(due: datetime | None, finished: datetime, schedule: Schedule
 
     The ticks before `finished` saw the lease held; the first tick after it may still see it
     held (the lease is given back a moment after `finished`). So a next due before the second
-    tick after `finished` is released here: at once when due before the next tick (what that
-    tick would have done), else at the next tick. None when a later tick releases it on time.
+    tick after `finished` is released here, to start at its due time (at once if that has
+    passed). None when a later tick releases it on time.
     """
-    if due is None:
+    if due is None or due >= schedule.next_fire(schedule.next_fire(finished)):
         return None
-    first = schedule.next_fire(finished)
-    if due >= schedule.next_fire(first):
-        return None
-    return finished if due < first else first
+    return max(due, finished)
 
 
 __all__ = ["cycle_start", "due_before", "handoff_start", "not_early", "released_by_tick"]

@@ -11,7 +11,7 @@ to release a cycle before it is due instead of a tick after, so this stays a pur
 from __future__ import annotations
 
 import calendar
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -113,12 +113,15 @@ class Schedule:
             for month in self.months:
                 if (year, month) < (start.year, start.month):
                     continue
-                for day in self.days:
-                    if day > calendar.monthrange(year, month)[1] or \
-                            (year, month, day) < (start.year, start.month, start.day) or \
-                            not self._day_matches(year, month, day):
+                this_month = (year, month) == (start.year, start.month)
+                last_day = calendar.monthrange(year, month)[1]
+                first = bisect_left(self.days, start.day) if this_month else 0
+                for day in self.days[first:]:
+                    if day > last_day:
+                        break
+                    if not self._day_matches(year, month, day):
                         continue
-                    same_day = (year, month, day) == (start.year, start.month, start.day)
+                    same_day = this_month and day == start.day
                     found = self._first_time(today if same_day else None)
                     if found is not None:
                         return datetime(year, month, day, *found, tzinfo=UTC)
