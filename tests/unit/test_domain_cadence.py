@@ -113,7 +113,8 @@ def tick_gaps(expression: str) -> tuple[timedelta, timedelta]:
 
 def within(interval_minutes: int) -> st.SearchStrategy[tuple[timedelta, timedelta]]:
     """A queue delay (< 50 s) and a cycle length that together stay within the interval."""
-    return st.integers(0, int(MAX_DELAY.total_seconds() * 1000) - 1).flatmap(lambda delay_ms: st.tuples(
+    delays = st.integers(0, int(MAX_DELAY.total_seconds() * 1000) - 1)
+    return delays.flatmap(lambda delay_ms: st.tuples(
         st.just(timedelta(milliseconds=delay_ms)),
         st.integers(0, interval_minutes * 60_000 - delay_ms).map(
             lambda ms: timedelta(milliseconds=ms))))
