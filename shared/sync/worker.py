@@ -220,10 +220,10 @@ async def _leased_run(ctx: SyncContext, mailbox_id: str, keeper: LeaseKeeper,
     except LeaseLost:
         log.warning("mailbox %s: lease lost mid-cycle; another worker has it", mailbox_id)
         return JobOutcome("lease_lost", mailbox_id)
+    await ctx.checkpoint("worker:before-record")
     finished = ctx.clock()
     service = MailboxService(settings, ctx.store, ctx.graph, ctx.dataverse,
                              clock=ctx.clock)
-    await ctx.checkpoint("worker:before-record")
     started = cycle_start(planned, now, schedule)
     recorded = await service.mutate(
         mailbox_id, lambda current: apply_outcomes(current, outcomes, finished, settings,
