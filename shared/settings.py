@@ -317,8 +317,9 @@ class Settings(BaseSettings):
     @field_validator("scheduler_schedule")
     @classmethod
     def _ncrontab(cls, value: str) -> str:
-        if len(value.split()) != 6:
-            raise ValueError("must be an NCRONTAB expression of six fields")
+        from shared.domain.ncrontab import Schedule  # here: shared.domain imports settings
+
+        Schedule.parse(value)  # ValueError naming the field that is wrong
         return value
 
     @model_validator(mode="after")

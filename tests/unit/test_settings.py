@@ -34,6 +34,8 @@ def test_defaults_follow_dynamics_cadence() -> None:
         ({"SYNC_INTERVAL_MINUTES": "30"}, "SYNC_INTERVAL_MINUTES"),
         ({"DATAVERSE_URL": "http://insecure.example"}, "DATAVERSE_URL"),
         ({"SCHEDULER_SCHEDULE": "*/5 * * * *"}, "SCHEDULER_SCHEDULE"),
+        ({"SCHEDULER_SCHEDULE": "0 61 * * * *"}, "SCHEDULER_SCHEDULE"),
+        ({"SCHEDULER_SCHEDULE": "0 0 0 31 Feb *"}, "SCHEDULER_SCHEDULE"),
         ({"DEFAULT_TRACKING_OPTION": "some"}, "DEFAULT_TRACKING_OPTION"),
         ({"SYNC_QUEUE_NAME": "Bad_Name"}, "SYNC_QUEUE_NAME"),
         ({"ENTRA_CLIENT_SECRET": ""}, "ENTRA_CLIENT_SECRET"),
