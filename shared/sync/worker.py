@@ -254,10 +254,11 @@ async def _hand_over_next(ctx: SyncContext, keeper: LeaseKeeper, due: datetime |
     lease = await hand_over(ctx.store.leases, keeper.lease, owner, until)
     if lease is None:
         return  # lost meanwhile: whoever holds it now runs the mailbox
-    keeper.handed_over = True
+    keeper.lease = lease  # should the send fail, run_job gives this lease back for a tick
     await ctx.store.sync_queue.send(
         job_message(lease.mailbox_id, owner, due, finished, start, None),
         visibility_timeout=delay or None)
+    keeper.handed_over = True
 
 
 __all__ = ["CHANNEL_RUNNERS", "ChannelOutcome", "JobOutcome", "LeaseKeeper", "LeaseLost",
