@@ -76,7 +76,8 @@ def next_interval(
 def next_due(
     now: datetime, interval_minutes: int, policy: IntervalPolicy = DEFAULT_POLICY
 ) -> datetime:
-    """When the next cycle is due; the interval is clamped so no mailbox waits past maximum."""
+    """When the next cycle is due, `now` being the cycle's start (see cadence.py); the
+    interval is clamped so no mailbox waits past maximum."""
     return now + timedelta(minutes=policy.clamp(interval_minutes))
 
 
