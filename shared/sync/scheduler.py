@@ -2,8 +2,8 @@
 job per mailbox (released now, so a cycle starts up to a tick early, never a tick late; see
 shared/domain/cadence.py).
 
-Reads go through the due index (`PartitionKey le <now bucket>`), so a tick costs storage
-requests proportional to the mailboxes due, not to the mailboxes registered. A lease per
+Reads go through the due index (`PartitionKey le <bucket of the next tick>`), so a tick costs
+storage requests proportional to the mailboxes due, not to the mailboxes registered. A lease per
 mailbox (ETag-guarded) makes overlapping ticks harmless: the second finds the lease held and
 skips. A mailbox whose worker died keeps its due row; once the lease expires the next tick
 takes it over.

@@ -237,9 +237,10 @@ async def _leased_run(ctx: SyncContext, mailbox_id: str, keeper: LeaseKeeper,
 
 def _planned_start(job: Mapping[str, Any]) -> datetime | None:
     try:
-        return datetime.fromisoformat(str(job["start_at"]))
+        planned = datetime.fromisoformat(str(job["start_at"]))
     except (KeyError, ValueError):
         return None  # a job queued before planned starts existed: count from its start
+    return planned if planned.tzinfo is not None else None
 
 
 async def _hand_over_next(ctx: SyncContext, keeper: LeaseKeeper, due: datetime | None,
