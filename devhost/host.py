@@ -228,6 +228,11 @@ class DevHost:
         """Block until stop() is requested (the CLI's main loop)."""
         await self._stop.wait()
 
+    @property
+    def stopping(self) -> bool:
+        """True once stop was requested (a signal, or stop())."""
+        return self._stop.is_set()
+
     def request_stop(self) -> None:
         """Signal-safe: ask the host to stop; the caller then awaits stop()."""
         self._stop.set()
