@@ -81,10 +81,11 @@ def _check_ports(port: int, sandbox_port: int) -> None:
 
 async def start_stack(*, port: int, sandbox_port: int, state: Path, what: str,
                       timers: bool = True, queues: bool = True,
-                      say: Callable[[str], None] = print) -> Stack:
+                      say: Callable[[str], None] | None = None) -> Stack:
     """Start everything, or clean up what started and raise StackError with its lines."""
     from sandbox.startup import StartupError, hold_lock
 
+    say = say or (lambda text: print(text, flush=True))
     try:  # first of all, so a second run leaves the running one's CA and settings alone
         lock = hold_lock(state / "stack.lock", what)
     except StartupError as error:
