@@ -183,3 +183,48 @@ def test_demo_on_a_busy_port_is_one_line_and_starts_nothing(tmp_path: Path) -> N
     assert (result.stdout, result.stderr) == (
         "", f"port {port} is in use; choose another with --port\n")
     assert not (tmp_path / "state" / "ca.pem").exists()
+
+
+def test_the_by_hand_steps_of_devhost_md_work_when_pasted(tmp_path: Path) -> None:
+    """The documented steps, run as one script; only ports and the state directory change."""
+    from tests.fixtures.azurite import ACCOUNT, ACCOUNT_KEY
+
+    [steps] = code_blocks("devhost.md", "By hand")
+    blob, queue, table, port = free_port(), free_port(), free_port(), free_port()
+    state = tmp_path / "state"
+    connection = (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};"
+                  f"AccountKey={ACCOUNT_KEY};QueueEndpoint=http://127.0.0.1:{queue}/{ACCOUNT};"
+                  f"TableEndpoint=http://127.0.0.1:{table}/{ACCOUNT};"
+                  f"BlobEndpoint=http://127.0.0.1:{blob}/{ACCOUNT};")
+    changes = {
+        "--disableTelemetry &": f"--disableTelemetry --location {tmp_path} --blobPort {blob} "
+                                f"--queuePort {queue} --tablePort {table} &",
+        ".venv/bin/python": sys.executable,
+        "-m sandbox --state-dir .sandbox": f"-m sandbox --port 0 --state-dir {state}",
+        ".sandbox/settings.env": f"{state}/settings.env",
+        "AzureWebJobsStorage=UseDevelopmentStorage=true": f"AzureWebJobsStorage='{connection}'",
+        "-m devhost": f"-m devhost --port {port}",
+    }
+    script = steps
+    for documented, local in changes.items():
+        assert documented in script, documented
+        script = script.replace(documented, local)
+    assert "--skipApiVersionCheck" in steps
+    process = subprocess.Popen(["bash", "-c", script], cwd=ROOT, env=scrubbed_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/api/openapi.json").raise_for_status()
+                break
+            except httpx.TransportError:
+                assert process.poll() is None, process.communicate()[0]
+                assert time.monotonic() < deadline, "the host did not answer"
+                time.sleep(0.1)  # polling the port, bounded by the deadline
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    assert "scheduler_tick: timerTrigger" in output
+    assert "Traceback" not in output
