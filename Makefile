@@ -4,7 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench install docs clean
+.PHONY: demo dev test lint bench install docs clean
+# Ports of the local host and the sandbox (`make demo PORT=7072 SANDBOX_PORT=8444`).
+PORT ?= 7071
+SANDBOX_PORT ?= 8443
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
@@ -25,7 +28,11 @@ test: install
 
 ## Start Azurite, the sandbox and the local host; enable the seeded mailboxes and show them syncing.
 demo: install
-	$(PY) -m tools.demo
+	$(PY) -m tools.demo --port $(PORT) --sandbox-port $(SANDBOX_PORT)
+
+## Start Azurite, the sandbox and the local host with the settings they need; enable nothing.
+dev: install
+	$(PY) -m tools.dev --port $(PORT) --sandbox-port $(SANDBOX_PORT)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         asyncio.run(serve(host))
     except DevHostError as exc:
-        log.error("%s", exc)
+        for line in str(exc).splitlines():
+            print(line, file=sys.stderr, flush=True)
         return 1
     return 0
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
+import socket
 import time
 from collections.abc import Generator, Mapping
 from pathlib import Path
@@ -170,17 +172,17 @@ class DevHost:
         self._announce(timers, listeners)
 
     async def _start_http(self) -> None:
+        sock = bind_port(self.host, self.port)
+        self.port = sock.getsockname()[1]
         config = uvicorn.Config(
             build_http_app(self._router),
-            host=self.host,
-            port=self.port,
             lifespan="off",
             access_log=False,
             log_config=None,
             log_level="warning",
         )
         self._server = _Server(config)
-        task = asyncio.create_task(self._server.serve(), name="uvicorn")
+        task = asyncio.create_task(self._server.serve(sockets=[sock]), name="uvicorn")
         self._tasks.append(task)
         deadline = time.monotonic() + 10
         while not self._server.started:
@@ -189,9 +191,6 @@ class DevHost:
             if time.monotonic() > deadline:
                 raise DevHostError("HTTP server did not start within 10 s")
             await asyncio.sleep(0.01)
-        if self.port == 0:
-            sockets = [s for server in self._server.servers for s in server.sockets]
-            self.port = sockets[0].getsockname()[1]
 
     def _announce(self, timers: list[TimerRunner], listeners: list[QueueListener]) -> None:
         lines = ["Functions:"]
@@ -228,6 +227,11 @@ class DevHost:
     async def wait_stopped(self) -> None:
         """Block until stop() is requested (the CLI's main loop)."""
         await self._stop.wait()
+
+    @property
+    def stopping(self) -> bool:
+        """True once stop was requested (a signal, or stop())."""
+        return self._stop.is_set()
 
     def request_stop(self) -> None:
         """Signal-safe: ask the host to stop; the caller then awaits stop()."""
@@ -279,6 +283,22 @@ class DevHost:
                 await asyncio.sleep(interval)
             elif time.monotonic() > deadline:
                 raise TimeoutError(f"queues still receiving messages after {timeout}s")
+
+
+def bind_port(host: str, port: int) -> socket.socket:
+    """Bind the HTTP port up front, so a busy port is one line rather than uvicorn's exit."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise DevHostError(f"port {port} is in use; choose another with --port") from None
+        raise DevHostError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
 
 
 def default_host_json(app_module_file: str | None) -> Path:

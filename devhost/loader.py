@@ -14,6 +14,15 @@ def _is_function_app(value: Any) -> bool:
     return callable(getattr(value, "get_functions", None)) and not isinstance(value, type)
 
 
+def _configuration_problems(error: BaseException) -> list[str]:
+    """The lines of an app that refuses to start over its configuration: an exception carrying
+    `problems` (one string per bad setting) needs those lines, not a traceback."""
+    problems = getattr(error, "problems", None)
+    if isinstance(problems, list | tuple) and all(isinstance(p, str) for p in problems):
+        return list(problems)
+    return []
+
+
 def load_app(reference: str = "function_app:app", *, search_path: str | None = None) -> Any:
     """Return the app object; without `:attr`, the module's only FunctionApp instance.
 
@@ -29,6 +38,11 @@ def load_app(reference: str = "function_app:app", *, search_path: str | None = N
     except ModuleNotFoundError as exc:
         if exc.name == module_name:
             raise DevHostError(f"cannot import '{module_name}' (looked in {root})") from exc
+        raise
+    except Exception as exc:
+        problems = _configuration_problems(exc)
+        if problems:
+            raise DevHostError("\n".join(problems)) from None
         raise
     if attribute:
         try:

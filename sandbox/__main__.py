@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import socket
 import sys
 from pathlib import Path
 
 import uvicorn
 
 from sandbox.app import build_app
+from sandbox.startup import StartupError, bind_port, hold_lock
 from sandbox.tls import write_certificates
 from sandbox.world import World, read_seed
 
@@ -47,15 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s sandbox %(message)s")
-    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only then, and
-    # without it every response body waits ~40 ms for the client's delayed ACK.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", args.port))
-    sock.listen(512)
+    state_dir: Path = args.state_dir.resolve()
+    try:
+        lock = hold_lock(state_dir / "sandbox.lock", "a sandbox")
+        sock = bind_port(args.port)
+    except StartupError as exc:
+        print(exc, file=sys.stderr, flush=True)
+        return 1
     port = sock.getsockname()[1]
 
-    state_dir: Path = args.state_dir.resolve()
     ca_path, cert_path, key_path = write_certificates(state_dir)
     world = World(f"https://127.0.0.1:{port}")
     world.load_seed(read_seed(args.seed))
@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         log_level=args.log_level, access_log=False, lifespan="off", timeout_keep_alive=30,
     )
     uvicorn.Server(config).run(sockets=[sock])
+    lock.close()
     return 0
 
 

@@ -1,23 +1,30 @@
 """Every app setting the function app reads, typed and validated in one place.
 
 Azure app settings arrive as environment variables, so this is a pydantic-settings model whose
-field aliases are the exact setting names an admin types. `load_settings()` turns any problem
-into one line naming the setting, which is what an admin sees in the host log at start-up.
+field aliases are the exact setting names an admin types. `load_settings()` names every bad
+setting at once, one line each (shared/settings_rules.py): what an admin sees in the host log.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from enum import Enum
 from functools import lru_cache
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from shared.settings_rules import field_problems, report, typed_values
 
 
 class SettingsError(RuntimeError):
-    """A setting is missing or wrong; the message is one line naming it."""
+    """Settings are missing or wrong; `problems` (and the message) is one line per setting."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(problems))
 
 
 class TrackingOption(str, Enum):
@@ -322,30 +329,6 @@ class Settings(BaseSettings):
         Schedule.parse(value)  # ValueError naming the field that is wrong
         return value
 
-    @model_validator(mode="after")
-    def _coherent(self) -> Settings:
-        if not (
-            self.sync_interval_min_minutes
-            <= self.sync_interval_minutes
-            <= self.sync_interval_max_minutes
-        ):
-            raise ValueError(
-                "SYNC_INTERVAL_MINUTES: must lie between SYNC_INTERVAL_MIN_MINUTES and "
-                "SYNC_INTERVAL_MAX_MINUTES"
-            )
-        if not (self.storage_connection_string or self.storage_account_name
-                or self.storage_table_service_uri):
-            raise ValueError(
-                "AzureWebJobsStorage: set a connection string or AzureWebJobsStorage__accountName"
-            )
-        if not (self.entra_client_secret or self.entra_client_certificate_path
-                or self.use_managed_identity):
-            raise ValueError(
-                "ENTRA_CLIENT_SECRET: set it, ENTRA_CLIENT_CERTIFICATE_PATH, or "
-                "USE_MANAGED_IDENTITY=true"
-            )
-        return self
-
     @property
     def dataverse_api_url(self) -> str:
         return f"{self.dataverse_url}/api/data/{self.dataverse_api_version}"
@@ -359,29 +342,19 @@ class Settings(BaseSettings):
         return f"{self.entra_authority_host}/{self.entra_tenant_id}"
 
 
-def describe_error(error: ValidationError) -> str:
-    """One line naming the first bad setting, for the host log."""
-    first = error.errors()[0]
-    loc = first.get("loc") or ()
-    name = str(loc[0]) if loc else ""
-    message = str(first.get("msg", "invalid"))
-    if not name and ":" in message:
-        # model-level checks put the setting's name in front of the message
-        message = message.removeprefix("Value error, ")
-        return f"Invalid app setting {message}"
-    field = Settings.model_fields.get(name)
-    setting = (field.alias if field and field.alias else name) or "?"
-    message = message.removeprefix("Value error, ")
-    return f"Invalid app setting {setting}: {message}"
-
-
-def load_settings(environ: dict[str, str] | None = None) -> Settings:
-    """Read and validate the settings; raise SettingsError with one line on any problem."""
-    source = dict(os.environ if environ is None else environ)
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the settings; raise SettingsError naming every bad one, a line each."""
+    source = {k: v for k, v in (os.environ if environ is None else environ).items()
+              if k in _ALIASES}
+    settings, field_level = None, []
     try:
-        return Settings.model_validate({k: v for k, v in source.items() if k in _ALIASES})
+        settings = Settings.model_validate(source)
     except ValidationError as error:
-        raise SettingsError(describe_error(error)) from None
+        field_level = field_problems(error, Settings.model_fields)
+    problems = report(field_level, typed_values(Settings.model_fields, source))
+    if problems or settings is None:
+        raise SettingsError(problems)
+    return settings
 
 
 _ALIASES = {f.alias for f in Settings.model_fields.values() if f.alias}
@@ -399,5 +372,4 @@ __all__ = [
     "TrackingOption",
     "get_settings",
     "load_settings",
-    "describe_error",
 ]

@@ -11,16 +11,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-ADMIN = "alex@contoso.com"
+from tools.dev import fail, options
+from tools.stack import (
+    ADMIN,
+    ADMIN_ROLE,
+    ROOT,
+    Stack,
+    StackError,
+    start_stack,
+    stop_on_signals,
+    try_it_lines,
+)
+
+POLL_SECONDS = 5.0  # how often the running demo reads the admin API for finished cycles
 
 
 def _line(text: str = "") -> None:
@@ -52,70 +61,89 @@ def status_table(mailboxes: list[dict[str, Any]]) -> list[str]:
     return rows
 
 
-async def run(once: bool, port: int) -> int:
-    from tests.fixtures.azurite import start_azurite
-    from tests.fixtures.sandbox import start_sandbox
-
-    _line("== starting Azurite (storage emulator)")
-    azurite = start_azurite()
-    connection = azurite.handle.connection_string
-    _line("== starting the sandbox (Entra ID, Graph, Dataverse emulators over HTTPS)")
-    state = ROOT / ".sandbox"
-    state.mkdir(exist_ok=True)
-    sandbox = start_sandbox(state)
-    host = None
+async def run(args: argparse.Namespace) -> int:
     try:
-        os.environ.update({k: v for k, v in sandbox.env.items()})
-        os.environ.update({"AzureWebJobsStorage": connection, "ADMIN_ROLE": "Sync.Admin"})
-        # binding placeholders (%SCHEDULER_SCHEDULE% ...) must be real app settings, as in Azure
-        from shared.settings import Settings
-
-        for name in ("scheduler_schedule", "sync_queue_name", "intent_queue_name"):
-            field = Settings.model_fields[name]
-            os.environ.setdefault(str(field.alias), str(field.default))
-        import function_app
-        from devhost.host import DevHost
-
-        _line(f"== starting the local Functions host on http://127.0.0.1:{port}/api")
-        host = DevHost(function_app.app, port=port, host_json_path=ROOT / "host.json",
-                       timers=not once, queues=not once)
-        await host.start()
-        token = sandbox.user_token(ADMIN, roles=["Sync.Admin"])
-        headers = {"Authorization": f"Bearer {token}"}
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}/api", headers=headers,
-                                     timeout=60) as api:
-            _line("== importing the CRM's active users as mailboxes")
-            imported = (await api.post("/admin/mailboxes/import",
-                                       json={"all_active_users": True})).raise_for_status().json()
-            ids = imported["created"] + imported["existing"]
-            _line(f"   {len(ids)} mailboxes registered")
-            for mailbox_id in ids:
-                (await api.post(f"/admin/mailboxes/{mailbox_id}/approve")).raise_for_status()
-                (await api.post(f"/admin/mailboxes/{mailbox_id}/test-enable")).raise_for_status()
-            alex = next(b for b in (await api.get("/admin/mailboxes")).raise_for_status()
-                        .json()["items"] if b["email"] == ADMIN)
-            _line("== Alex tracks email from CRM contacts, accounts and leads; the others keep "
-                  "the default (responses to CRM email)")
-            (await api.patch(f"/admin/mailboxes/{alex['mailbox_id']}",
-                             json={"tracking_option": "from_leads_contacts_accounts"})
-             ).raise_for_status()
-            boxes = (await api.get("/admin/mailboxes")).raise_for_status().json()["items"]
-            _line("== approved, tested and enabled:")
-            for row in status_table(boxes):
-                _line("   " + row)
-            await show_sync(host, sandbox, api, once)
+        stack = await start_stack(port=args.port, sandbox_port=args.sandbox_port,
+                                  state=args.state_dir.resolve(), what="a demo",
+                                  timers=not args.once, queues=not args.once, say=_line)
+    except StackError as error:
+        return fail(error)
+    try:
+        stop_on_signals(stack.host)
+        await enable_mailboxes(stack, args.once)
     finally:
-        if host is not None:
-            await host.stop()
-        from shared.runtime import reset_runtime
-
-        await reset_runtime()
-        sandbox.close()
-        azurite.stop()
+        await stack.close()
     return 0
 
 
-async def show_sync(host: Any, sandbox: Any, api: httpx.AsyncClient, once: bool) -> None:
+async def enable_mailboxes(stack: Stack, once: bool) -> None:
+    """What an admin does first: import, approve, test and enable; then show the syncing."""
+    host, sandbox = stack.host, stack.sandbox
+    token = sandbox.user_token(ADMIN, roles=[ADMIN_ROLE])
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=stack.api_url, headers=headers, timeout=60) as api:
+        _line("== importing the CRM's active users as mailboxes")
+        imported = (await api.post("/admin/mailboxes/import",
+                                   json={"all_active_users": True})).raise_for_status().json()
+        ids = imported["created"] + imported["existing"]
+        _line(f"   {len(ids)} mailboxes registered")
+        for mailbox_id in ids:
+            (await api.post(f"/admin/mailboxes/{mailbox_id}/approve")).raise_for_status()
+            (await api.post(f"/admin/mailboxes/{mailbox_id}/test-enable")).raise_for_status()
+        alex = next(b for b in (await api.get("/admin/mailboxes")).raise_for_status()
+                    .json()["items"] if b["email"] == ADMIN)
+        _line("== Alex tracks email from CRM contacts, accounts and leads; the others keep "
+              "the default (responses to CRM email)")
+        (await api.patch(f"/admin/mailboxes/{alex['mailbox_id']}",
+                         json={"tracking_option": "from_leads_contacts_accounts"})
+         ).raise_for_status()
+        boxes = (await api.get("/admin/mailboxes")).raise_for_status().json()["items"]
+        _line("== approved, tested and enabled:")
+        for row in status_table(boxes):
+            _line("   " + row)
+        _line("== try the API from another shell (an admin token from the sandbox, then a call):")
+        for command in try_it_lines(stack):
+            _line("   " + command)
+        cycles = CycleLog(boxes)
+        await show_sync(host, sandbox, api, cycles)
+        if once:
+            return
+        _line("== running on real schedules; one line per sync cycle; Ctrl-C to stop")
+        while not host.stopping:
+            boxes = (await api.get("/admin/mailboxes")).raise_for_status().json()["items"]
+            for row in cycles.lines(boxes):
+                _line("   " + row)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(host.wait_stopped(), timeout=POLL_SECONDS)
+
+
+class CycleLog:
+    """Turns the admin API's per-channel `last_cycle_at` into one line per finished cycle."""
+
+    def __init__(self, boxes: list[dict[str, Any]]) -> None:
+        self.seen = {b["mailbox_id"]: self._cycle(b) for b in boxes}
+
+    @staticmethod
+    def _cycle(box: dict[str, Any]) -> str | None:
+        stamps = [c.get("last_cycle_at") for c in box["channels"].values()]
+        return max((s for s in stamps if s), default=None)
+
+    def lines(self, boxes: list[dict[str, Any]]) -> list[str]:
+        out = []
+        for box in boxes:
+            cycle = self._cycle(box)
+            if cycle is None or cycle == self.seen.get(box["mailbox_id"]):
+                continue
+            self.seen[box["mailbox_id"]] = cycle
+            parts = [f"{name} {status.get('items_moved', 0)} moved"
+                     + (" (failed)" if (status.get("last_error_at") or "") >= cycle else "")
+                     for name, status in box["channels"].items()
+                     if status.get("last_cycle_at") == cycle]
+            out.append(f"cycle {cycle[11:19]} {box['display_name']}: {', '.join(parts)}")
+        return out
+
+
+async def show_sync(host: Any, sandbox: Any, api: httpx.AsyncClient, cycles: CycleLog) -> None:
     """Deliver mail, run the scheduler and the sync jobs, and show what reached the CRM."""
     _line("== new mail arrives: a contact writes to Alex and Megan; a stranger writes to Alex")
     sandbox.control.post("/_sandbox/graph/deliver", json={
@@ -142,28 +170,18 @@ async def show_sync(host: Any, sandbox: Any, api: httpx.AsyncClient, once: bool)
         tagged = [m["subject"] for m in items if m.get("categories")]
         _line(f"   {upn.split('@')[0]}'s Inbox shows as tracked: {tagged or 'nothing'}")
     boxes = (await api.get("/admin/mailboxes")).raise_for_status().json()["items"]
+    for row in cycles.lines(boxes):
+        _line("   " + row)
     for row in status_table(boxes):
         _line("   " + row)
-    if once:
-        return
-    _line("== running on real schedules; Ctrl-C to stop. Deliver mail with:")
-    _line(f"   curl -k -X POST {sandbox.base_url}/_sandbox/graph/deliver -H 'content-type: "
-          "application/json' -d '{\"to\":[\"alex@contoso.com\"],\"from\":\"ana@fabrikam.com\","
-          "\"subject\":\"Hi\",\"body\":\"x\"}'")
-    with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
-        await host.wait_stopped()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.demo", description=__doc__)
+    parser = options("python -m tools.demo", __doc__)
     parser.add_argument("--once", action="store_true", help="stop after one round")
-    parser.add_argument("--port", type=int, default=7071)
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    try:
-        return asyncio.run(run(args.once, args.port))
-    except KeyboardInterrupt:
-        return 0
+    return asyncio.run(run(args))
 
 
 if __name__ == "__main__":

@@ -84,3 +84,39 @@ def test_cli_reports_a_missing_setting_and_exits_1():
     output, _ = process.communicate(timeout=30)
     assert process.returncode == 1
     assert "SAMPLE_SCHEDULE" in output and "is not defined" in output
+
+
+def app_settings_scrubbed() -> dict[str, str]:
+    """The environment without any app setting of function_app.py (the suite sets some)."""
+    from shared.settings import Settings
+
+    names = {field.alias for field in Settings.model_fields.values()}
+    return {k: v for k, v in clean_env().items() if k not in names}
+
+
+def test_function_app_with_four_missing_settings_prints_four_lines_and_no_traceback():
+    env = {**app_settings_scrubbed(), "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+           "ENTRA_CLIENT_SECRET": "x"}
+    process = subprocess.run(
+        [sys.executable, "-m", "devhost", "--app", "function_app:app",
+         "--local-settings", "/nonexistent/local.settings.json", "--port", str(free_port())],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert process.returncode == 1
+    assert "Traceback" not in process.stdout + process.stderr
+    assert process.stderr.splitlines() == [
+        f"Invalid app setting {name}: Field required"
+        for name in ("DATAVERSE_URL", "ENTRA_TENANT_ID", "ENTRA_CLIENT_ID", "API_AUDIENCE")
+    ]
+
+
+def test_a_busy_port_is_one_line():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        process = run_cli("--port", str(port), "--no-timers", "--no-queues", env=clean_env())
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode == 1
+    assert "Traceback" not in output
+    assert output.strip() == f"port {port} is in use; choose another with --port"
