@@ -165,3 +165,11 @@ async def intent_retry(msg: func.QueueMessage) -> None:
     from shared.sync import intents
 
     await intents.handle_message(msg.get_body())
+
+
+@app.queue_trigger(arg_name="msg", queue_name="%INTENT_QUEUE_NAME%-poison",
+                   connection="AzureWebJobsStorage")
+async def intent_retry_poison(msg: func.QueueMessage) -> None:
+    from shared.sync import intents
+
+    await intents.handle_poison(msg.get_body())

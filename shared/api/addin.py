@@ -46,6 +46,7 @@ from shared.sync.intents import (
     attempt_created,
     enqueue_retry,
     outcome_of,
+    reopen,
     retry_delay,
     settled,
 )
@@ -218,6 +219,8 @@ async def _action(request: ApiRequest, action: IntentAction, model: type[BaseMod
         raise ApiError(422, "Idempotency key reused",
                        f"{IDEMPOTENCY_HEADER}: already used for a different request",
                        field=IDEMPOTENCY_HEADER)
+    if found is not None:
+        intent, etag = await reopen(store, intent, etag)
     stored = outcome_of(intent)
     if stored is not None:
         return _replay(intent.result or {})
@@ -292,9 +295,11 @@ async def get_intent(request: ApiRequest) -> ApiResponse:
     if found is None:
         raise ApiError(404, "Not found", "intent was not found", field="intent_id")
     intent = found[0]
+    body = (intent.result or {}).get("body")
     view = IntentView(intent_id=intent.intent_id, action=intent.action, state=intent.state,
                       attempts=intent.attempts,
-                      result=(intent.result or {}).get("body"), last_error=intent.last_error,
+                      result=body, last_error=intent.last_error,
+                      reason=(body or {}).get("reason"),
                       created_at=intent.created_at, updated_at=intent.updated_at)
     return ApiResponse(200, view.model_dump(mode="json"))
 

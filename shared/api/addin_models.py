@@ -170,6 +170,8 @@ class IntentView(BaseModel):
     attempts: int
     result: dict[str, object] | None = None
     last_error: str | None = None
+    reason: str | None = Field(None, description="Why a failed intent failed, when nobody "
+                               "could finish it: `mailbox_not_enabled`.")
     created_at: datetime
     updated_at: datetime
 

@@ -6,7 +6,8 @@ queue and the scheduled cycle (both app-only, with the Dataverse application use
 the caller, so the caller's CRM security still decides). An intent is written before it is
 attempted and is only ever moved to "done" (with the answer the caller gets on a replay) or
 "failed" (a permanent refusal, with the problem the caller gets); transient failures leave it
-"pending" for the queue and, past the queue's attempts, for the mailbox's next scheduled cycle.
+"pending" for the queue and, past the queue's attempts, for the mailbox's next scheduled cycle;
+when no cycle will run it (the mailbox is not enabled) it fails as `mailbox_not_enabled`.
 
 Activities are created exactly like the incoming engine creates them (domain
 `build_incoming_email` with the same parties) and coordinated through the one TrackedMessage row
@@ -46,6 +47,7 @@ from shared.domain.addresses import (
 )
 from shared.domain.correlation import RegardingRef
 from shared.domain.email_activity import ENTITY_SETS, build_incoming_email, truncate
+from shared.domain.mailbox import Channel, Mailbox
 from shared.domain.parties import (
     CandidateRecord,
     PartyResolution,
@@ -90,6 +92,11 @@ PARTY_TABLES: dict[str, tuple[str, ...]] = {spec.table: spec.columns for spec in
 # Appointment party roles (activityparty.participationtypemask).
 ORGANIZER, REQUIRED, OPTIONAL = 7, 5, 6
 CLAIM_STALE_AFTER = timedelta(minutes=2)
+# Why an intent nobody will finish failed, and the sentence the add-in shows for it.
+MAILBOX_NOT_ENABLED = "mailbox_not_enabled"
+NOT_ENABLED_DETAIL = ("Your mailbox is not enabled for server-side synchronization, so this "
+                      "could not be finished. Ask your administrator to enable your mailbox, "
+                      "then try again.")
 # Entra object id -> systemuserid; a user's systemuserid never changes.
 _SYSTEMUSERS: dict[str, str] = {}
 
@@ -1231,11 +1238,49 @@ async def handle_retry(runtime: Any, message: Mapping[str, Any]) -> str:
             await enqueue_retry(store, settings, intent)
             log.info("intent %s retry queued attempts=%d", intent_id, intent.attempts)
             return "requeued"
-        log.warning("intent %s left to the scheduled cycle after %d attempts", intent_id,
-                    intent.attempts)
-        return "pending"
+        return await give_up(store, await store.intents.get(mailbox_id, intent_id))
     log.info("intent %s %s by retry attempts=%d", intent_id, intent.state, intent.attempts)
     return intent.state
+
+
+def _cycle_takes_over(mailbox: Mailbox | None) -> bool:
+    """Whether a scheduled cycle will run this mailbox's pending intents (its incoming channel
+    does, see worker.run_channels)."""
+    if mailbox is None or not mailbox.enabled:
+        return False
+    status = mailbox.channels.get(Channel.INCOMING)
+    return status is not None and status.enabled
+
+
+async def give_up(store: Store, found: tuple[Intent, str] | None) -> str:
+    """The retry queue is done with a pending intent (out of attempts, or its message
+    poisoned). An enabled mailbox's next cycle finishes it; otherwise nobody would, so it
+    fails now, with a reason the add-in can show, rather than staying pending for ever.
+    Idempotent, and never changes an intent that finished meanwhile (ETag)."""
+    for _ in range(3):
+        if found is None:
+            return "missing"
+        intent, etag = found
+        if intent.state != "pending":
+            return intent.state
+        mailbox = await store.mailboxes.get(intent.mailbox_id)
+        if _cycle_takes_over(mailbox[0] if mailbox else None):
+            log.warning("intent %s left to the scheduled cycle after %d attempts",
+                        intent.intent_id, intent.attempts)
+            return "pending"
+        intent.last_error = MAILBOX_NOT_ENABLED
+        problem = {**ActionRefused(409, NOT_ENABLED_DETAIL).problem(),
+                   "reason": MAILBOX_NOT_ENABLED}
+        _finish(intent, Outcome(409, problem), "failed", utcnow())
+        try:
+            await store.intents.update(intent, etag)
+        except ConcurrencyError:
+            found = await store.intents.get(intent.mailbox_id, intent.intent_id)
+            continue
+        log.warning("intent %s failed: %s after %d attempts", intent.intent_id,
+                    MAILBOX_NOT_ENABLED, intent.attempts)
+        return "failed"
+    return "pending"  # still racing: the next delivery or cycle decides
 
 
 async def run_pending_intents(runtime: Any, mailbox_id: str) -> int:
@@ -1268,7 +1313,10 @@ __all__ = [
     "enqueue_retry",
     "handle_message",
     "drain_bookkeeping",
+    "handle_poison",
     "handle_retry",
+    "give_up",
+    "reopen",
     "item_key",
     "outcome_of",
     "retry_delay",
@@ -1297,3 +1345,41 @@ async def handle_message(body: bytes | str) -> str:
         log.warning("intent retry message is not an object: dropped")
         return "invalid"
     return await handle_retry(await get_runtime(), message)
+
+
+async def reopen(store: Store, intent: Intent, etag: str) -> tuple[Intent, str]:
+    """The same request again after a `mailbox_not_enabled` failure: the admin may have
+    enabled the mailbox since, as the failure told the user to ask, so it is attempted afresh
+    rather than replayed. Every other finished intent is left as it is."""
+    body = (intent.result or {}).get("body") or {}
+    if intent.state != "failed" or body.get("reason") != MAILBOX_NOT_ENABLED:
+        return intent, etag
+    intent.state, intent.result, intent.last_error = "pending", None, None
+    intent.attempts = 0  # the queue's attempts start over with it
+    intent.updated_at = utcnow()
+    try:
+        return intent, await store.intents.update(intent, etag)
+    except ConcurrencyError:  # reopened (or finished) by a concurrent replay: take that one
+        found = await store.intents.get(intent.mailbox_id, intent.intent_id)
+        if found is None:
+            raise
+        return found
+
+
+async def handle_poison(body: bytes | str) -> str:
+    """Entry point of the `intent_retry_poison` queue trigger: the host moved a retry message
+    aside after maxDequeueCount failed deliveries; its intent must still end somewhere."""
+    import json
+
+    from shared.runtime import get_runtime
+
+    try:
+        message = json.loads(body)
+    except (ValueError, TypeError):
+        return "invalid"
+    if not isinstance(message, dict) or not message.get("mailbox_id") \
+            or not message.get("intent_id"):
+        return "invalid"
+    store = (await get_runtime()).store
+    found = await store.intents.get(str(message["mailbox_id"]), str(message["intent_id"]))
+    return await give_up(store, found)

@@ -145,3 +145,90 @@ async def test_intents_of_others_are_not_visible(app_host: FunctionHost) -> None
 async def test_unreadable_queue_message_is_consumed(app_host: FunctionHost) -> None:
     await app_host.queue("intent_retry", "not json")
     await app_host.queue("intent_retry", {"mailbox_id": ALEX_OID, "intent_id": "0" * 40})
+
+
+async def exhaust_queue(host: FunctionHost, intent_id: str) -> None:
+    """Every retry the queue has, all failing."""
+    host.sandbox.faults(DATAVERSE_DOWN)
+    message = {"mailbox_id": ALEX_OID, "intent_id": intent_id}
+    for attempt in range(2, 6):
+        await host.queue("intent_retry", message, dequeue_count=attempt)
+    host.sandbox.clear_faults()
+
+
+async def test_unregistered_mailbox_intent_fails_with_a_reason_when_the_queue_gives_up(
+        app_host: FunctionHost) -> None:
+    # Alex's mailbox is not registered: no scheduled cycle will ever run his intents
+    entry, intent_id = await pending_track(app_host)
+    await exhaust_queue(app_host, intent_id)
+    view = await intent_view(app_host, intent_id)
+    assert view["state"] == "failed" and view["reason"] == "mailbox_not_enabled", view
+    assert view["result"]["status"] == 409 and "administrator" in view["result"]["detail"]
+    assert emails_with(app_host, entry["internetMessageId"]) == []
+    # a late duplicate delivery and a poisoned copy change nothing
+    message = {"mailbox_id": ALEX_OID, "intent_id": intent_id}
+    await app_host.queue("intent_retry", message, dequeue_count=6)
+    await app_host.queue("intent_retry_poison", message)
+    again = await intent_view(app_host, intent_id)
+    assert again == view
+
+
+async def test_disabled_mailbox_intent_fails_too(app_host: FunctionHost) -> None:
+    from tests.e2e.sync_support import enable
+
+    await enable(app_host, ALEX_OID, tracking_option="none")
+    disabled = await app_host.http("admin_disable_mailbox", "POST",
+                                   f"admin/mailboxes/{ALEX_OID}/disable",
+                                   route={"mailbox_id": ALEX_OID}, token=app_host.admin_token())
+    assert disabled.status == 200, disabled.body
+    _, intent_id = await pending_track(app_host)
+    await exhaust_queue(app_host, intent_id)
+    assert (await intent_view(app_host, intent_id))["reason"] == "mailbox_not_enabled"
+
+
+async def test_poisoned_message_of_an_unregistered_mailbox_ends_the_intent(
+        app_host: FunctionHost) -> None:
+    entry, intent_id = await pending_track(app_host)
+    # the host moved the retry message aside after maxDequeueCount crashed deliveries
+    await app_host.queue("intent_retry_poison", {"mailbox_id": ALEX_OID, "intent_id": intent_id})
+    view = await intent_view(app_host, intent_id)
+    assert view["state"] == "failed" and view["reason"] == "mailbox_not_enabled"
+    await app_host.queue("intent_retry_poison", "not json")
+
+
+async def test_poisoned_message_never_flips_a_finished_intent(app_host: FunctionHost) -> None:
+    entry, intent_id = await pending_track(app_host)
+    message = {"mailbox_id": ALEX_OID, "intent_id": intent_id}
+    await app_host.queue("intent_retry", message)
+    done = await intent_view(app_host, intent_id)
+    assert done["state"] == "done"
+    await app_host.queue("intent_retry_poison", message)
+    assert await intent_view(app_host, intent_id) == done
+    assert len(emails_with(app_host, entry["internetMessageId"])) == 1
+
+
+async def test_poisoned_message_of_an_enabled_mailbox_is_left_to_the_cycle(
+        app_host: FunctionHost) -> None:
+    from tests.e2e.sync_support import enable, tick_and_drain
+
+    await enable(app_host, ALEX_OID, tracking_option="none")
+    entry, intent_id = await pending_track(app_host)
+    await app_host.queue("intent_retry_poison", {"mailbox_id": ALEX_OID, "intent_id": intent_id})
+    assert (await intent_view(app_host, intent_id))["state"] == "pending"
+    await tick_and_drain(app_host)
+    assert (await intent_view(app_host, intent_id))["state"] == "done"
+    assert len(emails_with(app_host, entry["internetMessageId"])) == 1
+
+
+async def test_the_same_track_after_the_mailbox_is_enabled_is_done_not_replayed(
+        app_host: FunctionHost) -> None:
+    from tests.e2e.sync_support import enable
+
+    entry, intent_id = await pending_track(app_host)
+    await exhaust_queue(app_host, intent_id)
+    assert (await intent_view(app_host, intent_id))["state"] == "failed"
+    await enable(app_host, ALEX_OID, tracking_option="none")
+    again = await track(app_host, item_id(entry))
+    assert again.status == 200, again.body
+    assert again.json()["intent_id"] == intent_id and again.json()["outcome"] == "created"
+    assert len(emails_with(app_host, entry["internetMessageId"])) == 1
