@@ -1316,6 +1316,7 @@ __all__ = [
     "handle_poison",
     "handle_retry",
     "give_up",
+    "abandon_pending",
     "reopen",
     "item_key",
     "outcome_of",
@@ -1345,6 +1346,18 @@ async def handle_message(body: bytes | str) -> str:
         log.warning("intent retry message is not an object: dropped")
         return "invalid"
     return await handle_retry(await get_runtime(), message)
+
+
+async def abandon_pending(store: Store, settings: Settings, mailbox_id: str) -> int:
+    """The mailbox was just disabled: the pending intents the queue already left to its cycle
+    would now wait for ever, so they fail as `mailbox_not_enabled` (the ones the queue still
+    retries end the same way when it gives up). Returns how many ended."""
+    ended = 0
+    for intent, etag in await store.intents.list_pending(mailbox_id):
+        if intent.attempts >= settings.intent_max_attempts \
+                and await give_up(store, (intent, etag)) == "failed":
+            ended += 1
+    return ended
 
 
 async def reopen(store: Store, intent: Intent, etag: str) -> tuple[Intent, str]:
