@@ -136,7 +136,8 @@ async def test_item_of_another_mailbox_is_404_and_writes_nothing_on_the_cold_pat
     response = await track(app_host, item_id(ids[MEGAN]))  # alex asks for megan's item
     assert response.status == 404, response.body
     assert response.json()["field"] == "item_id"
-    assert speculations == [{"result": None}]  # the app finds no such item either
+    # the app finds no such item either, or the caller's 404 came first and cancelled its read
+    assert len(speculations) == 1 and speculations[0].get("result") is None
     assert await table_rows(app_host, "intents") == []
     assert await table_rows(app_host, TRACKED) == []
     assert len(crm_rows(app_host, "emails")) == before
