@@ -93,6 +93,8 @@ class ApiResponse:
     def encode(self) -> tuple[bytes, str]:
         if self.body is None:
             return b"", "application/json"
+        if isinstance(self.body, bytes):  # already encoded JSON
+            return self.body, "application/json"
         if isinstance(self.body, BaseModel):
             return self.body.model_dump_json(by_alias=True, exclude_none=True).encode(), \
                 "application/json"
